@@ -1,0 +1,18 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Modules;
+
+/// <summary>6.5 A layer without parameters: subtracts the mean of its input.</summary>
+public sealed class CenteredLayer : nn.Module<Tensor, Tensor>
+{
+    /// <summary>Creates the layer.</summary>
+    public CenteredLayer() : base(nameof(CenteredLayer)) { }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x)
+    {
+        using var mean = x.mean();
+        return x - mean;
+    }
+}

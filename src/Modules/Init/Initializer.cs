@@ -1,0 +1,110 @@
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Modules;
+
+/// <summary>
+/// 6.3 A rule that fills one tensor in place (without autograd). Small and composable: combine a weight rule and a
+/// bias rule into an <see cref="InitScheme"/> with <see cref="WithBias"/>, then apply it with
+/// <c>module.ApplyInit(scheme)</c>.
+/// </summary>
+/// <remarks>
+/// Random rules sample with an explicit <see cref="Generator"/> when one is given (TorchSharp's <c>torch.nn.init</c>
+/// ignores its generator argument, so we draw with <c>torch.rand/randn(generator:)</c> and copy), which makes a
+/// seeded scheme bit-reproducible; without one they use the global generator (<c>torch.manual_seed</c>).
+/// </remarks>
+public abstract class Initializer
+{
+    /// <summary>Fills <paramref name="tensor"/> in place.</summary>
+    public void Fill(Tensor tensor, Generator? generator = null)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var values = Sample(tensor.shape, tensor.dtype, generator);
+        tensor.copy_(values);
+    }
+
+    /// <summary>Returns a new CPU-or-device-agnostic tensor of <paramref name="shape"/> with this rule's values.</summary>
+    protected abstract Tensor Sample(long[] shape, ScalarType dtype, Generator? generator);
+
+    /// <summary>A short description, e.g. <c>Normal(0, 0.01)</c>.</summary>
+    public abstract override string ToString();
+
+    /// <summary>Pairs this weight rule with a bias rule.</summary>
+    public InitScheme WithBias(Initializer bias) => new(this, bias);
+
+    /// <summary>Uses this rule for weights and leaves biases untouched.</summary>
+    public static implicit operator InitScheme(Initializer weight) => new(weight);
+
+    /// <summary>N(mean, std²), as <c>nn.init.normal_</c>.</summary>
+    public static Initializer Normal(double mean = 0, double std = 1) => new NormalInit(mean, std);
+
+    /// <summary>U(low, high), as <c>nn.init.uniform_</c>.</summary>
+    public static Initializer Uniform(double low = 0, double high = 1) => new UniformInit(low, high);
+
+    /// <summary>All zeros.</summary>
+    public static Initializer Zeros { get; } = new ConstantInit(0);
+
+    /// <summary>Every element set to <paramref name="value"/>.</summary>
+    public static Initializer Constant(double value) => new ConstantInit(value);
+
+    /// <summary>Glorot/Xavier uniform: U(-a, a) with a = gain·sqrt(6 / (fan_in + fan_out)).</summary>
+    public static Initializer XavierUniform(double gain = 1) => new XavierUniformInit(gain);
+
+    /// <summary>
+    /// The chapter's custom distribution (<c>my_init</c>): U(5, 10) with probability 1/4, 0 with probability 1/2,
+    /// U(-10, -5) with probability 1/4 — drawn as U(-10, 10) with every |w| &lt; 5 set to zero.
+    /// </summary>
+    public static Initializer ChapterCustom() => new ChapterCustomInit();
+
+    private sealed class NormalInit(double mean, double std) : Initializer
+    {
+        private readonly double _std = std >= 0 ? std : throw new ArgumentOutOfRangeException(nameof(std), std, "std must be >= 0");
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g) =>
+            randn(shape, dtype: ScalarType.Float32, generator: g).mul_(_std).add_(mean).to_type(dtype);
+        public override string ToString() => $"Normal({mean}, {_std})";
+    }
+
+    private sealed class UniformInit : Initializer
+    {
+        private readonly double _low, _high;
+        public UniformInit(double low, double high)
+        {
+            if (!(high >= low)) throw new ArgumentOutOfRangeException(nameof(high), high, $"high must be >= low ({low})");
+            (_low, _high) = (low, high);
+        }
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g) =>
+            rand(shape, dtype: ScalarType.Float32, generator: g).mul_(_high - _low).add_(_low).to_type(dtype);
+        public override string ToString() => $"Uniform({_low}, {_high})";
+    }
+
+    private sealed class ConstantInit(double value) : Initializer
+    {
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g) => full(shape, value, dtype: dtype);
+        public override string ToString() => value == 0 ? "Zeros" : $"Constant({value})";
+    }
+
+    private sealed class XavierUniformInit(double gain) : Initializer
+    {
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g)
+        {
+            if (shape.Length < 2)
+                throw new ArgumentException($"Xavier initialization needs a tensor with at least 2 dimensions; got shape [{string.Join(", ", shape)}].");
+            long receptive = shape.Skip(2).Aggregate(1L, (a, b) => a * b);
+            double fanIn = shape[1] * receptive, fanOut = shape[0] * receptive;
+            double a = gain * Math.Sqrt(6.0 / (fanIn + fanOut));
+            return rand(shape, dtype: ScalarType.Float32, generator: g).mul_(2 * a).sub_(a).to_type(dtype);
+        }
+        public override string ToString() => $"XavierUniform(gain={gain})";
+    }
+
+    private sealed class ChapterCustomInit : Initializer
+    {
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g)
+        {
+            var w = rand(shape, dtype: ScalarType.Float32, generator: g).mul_(20).sub_(10);
+            return w.mul_(w.abs().ge(5)).to_type(dtype);
+        }
+        public override string ToString() => "ChapterCustom(U(5,10) w.p. 1/4, 0 w.p. 1/2, U(-10,-5) w.p. 1/4)";
+    }
+}
