@@ -1,0 +1,34 @@
+using System.Diagnostics;
+
+namespace MlNetGuide.Modules.Tests;
+
+/// <summary>Runs the probe (tests/Probe) as a second process.</summary>
+internal static class ChildProcess
+{
+    public static string ProbePath => Path.Combine(AppContext.BaseDirectory, "MlNetGuide.Probe.dll");
+
+    public static string DotnetHost =>
+        Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
+
+    public static Process StartProbe(params string[] args)
+    {
+        var psi = new ProcessStartInfo(DotnetHost) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(ProbePath);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        return Process.Start(psi) ?? throw new InvalidOperationException("could not start the probe");
+    }
+
+    public static string RunProbe(params string[] args)
+    {
+        using var p = StartProbe(args);
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"probe {string.Join(' ', args)} did not finish");
+        }
+        Assert.True(p.ExitCode == 0, $"probe exited {p.ExitCode}: {stderr.Result}");
+        return stdout.Result.Trim();
+    }
+}
