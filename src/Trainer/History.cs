@@ -1,0 +1,28 @@
+namespace MlNetGuide.Training;
+
+/// <summary>Metrics of one epoch: means over its batches of every value the module plotted.</summary>
+public sealed record EpochMetrics(int Epoch, IReadOnlyDictionary<string, double> Values, TimeSpan Elapsed)
+{
+    /// <summary>Mean training loss over the epoch's batches.</summary>
+    public double TrainLoss => Values.GetValueOrDefault("train_loss", double.NaN);
+
+    /// <summary>Mean validation loss, or null without validation data.</summary>
+    public double? ValLoss => Values.TryGetValue("val_loss", out var v) ? v : null;
+
+    /// <summary>Mean validation accuracy, or null without validation data or for a regressor.</summary>
+    public double? ValAccuracy => Values.TryGetValue("val_acc", out var v) ? v : null;
+}
+
+/// <summary>What <see cref="Trainer.Fit"/> returns: one <see cref="EpochMetrics"/> per completed epoch.</summary>
+public sealed class History
+{
+    private readonly List<EpochMetrics> _epochs = [];
+
+    /// <summary>Completed epochs in order.</summary>
+    public IReadOnlyList<EpochMetrics> Epochs => _epochs;
+
+    /// <summary>The last completed epoch, or null.</summary>
+    public EpochMetrics? Last => _epochs.Count == 0 ? null : _epochs[^1];
+
+    internal void Add(EpochMetrics m) => _epochs.Add(m);
+}

@@ -1,0 +1,224 @@
+using MlNetGuide.Modules;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Training;
+
+/// <summary>
+/// d2l's <c>Module</c>: a network plus how to train it — <see cref="Loss"/>, <see cref="TrainingStep"/>,
+/// <see cref="ValidationStep"/>, <see cref="ConfigureOptimizers"/> — and a <see cref="ProgressBoard"/> it plots to.
+/// (Named TrainableModule so it does not collide with TorchSharp's <c>nn.Module</c>.)
+/// </summary>
+public abstract class TrainableModule : nn.Module<Tensor, Tensor>
+{
+    private readonly nn.Module<Tensor, Tensor> net;
+    private readonly Dictionary<string, (Tensor sum, int count)> _epochSums = [];
+
+    /// <summary>Wraps <paramref name="net"/>. A module built this way trains on one device.</summary>
+    protected TrainableModule(string name, nn.Module<Tensor, Tensor> net, double lr) : base(name)
+    {
+        ArgumentNullException.ThrowIfNull(net);
+        if (!(lr > 0) || double.IsInfinity(lr)) throw new ArgumentOutOfRangeException(nameof(lr), lr, "The learning rate must be a positive number.");
+        this.net = net;
+        LearningRate = lr;
+        register_module(nameof(net), net);
+    }
+
+    /// <summary>Builds the net with <paramref name="netFactory"/>; the factory also builds replicas for multi-device training.</summary>
+    protected TrainableModule(string name, Func<nn.Module<Tensor, Tensor>> netFactory, double lr)
+        : this(name, (netFactory ?? throw new ArgumentNullException(nameof(netFactory)))(), lr)
+    {
+        NetFactory = netFactory;
+    }
+
+    /// <summary>The wrapped network.</summary>
+    public nn.Module<Tensor, Tensor> Net => net;
+
+    /// <summary>Builds a fresh copy of the network's architecture, or null when the module was given a net instance.</summary>
+    public Func<nn.Module<Tensor, Tensor>>? NetFactory { get; }
+
+    /// <summary>Learning rate used by the default <see cref="ConfigureOptimizers"/>.</summary>
+    public double LearningRate { get; set; }
+
+    /// <summary>Plotted training points per epoch (d2l: 2).</summary>
+    public int PlotTrainPerEpoch { get; init; } = 2;
+
+    /// <summary>Plotted validation points per epoch (d2l: 1).</summary>
+    public int PlotValidPerEpoch { get; init; } = 1;
+
+    /// <summary>The board this module plots to.</summary>
+    public ProgressBoard Board { get; } = new();
+
+    /// <summary>The trainer that prepared this module, or null.</summary>
+    public Trainer? Trainer { get; internal set; }
+
+    /// <summary>The loss of predictions <paramref name="yHat"/> against targets <paramref name="y"/>, averaged over the batch.</summary>
+    public abstract Tensor Loss(Tensor yHat, Tensor y);
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x) => net.call(x);
+
+    /// <summary>Computes and plots the training loss of one batch; returns it for backward.</summary>
+    public virtual Tensor TrainingStep(Batch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        using var yHat = call(batch.X);
+        var l = Loss(yHat, batch.Y);
+        Plot("loss", l, train: true);
+        return l;
+    }
+
+    /// <summary>Computes and plots the validation loss of one batch.</summary>
+    public virtual void ValidationStep(Batch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        using var yHat = call(batch.X);
+        using var l = Loss(yHat, batch.Y);
+        Plot("loss", l, train: false);
+    }
+
+    /// <summary>The optimizer: SGD with <see cref="LearningRate"/> by default. Called by the Trainer after PrepareModel.</summary>
+    public virtual optim.Optimizer ConfigureOptimizers() => optim.SGD(parameters(), LearningRate);
+
+    /// <summary>
+    /// Plots <paramref name="value"/> as <c>train_key</c> or <c>val_key</c> with d2l's x positions and averaging, and
+    /// adds it to the epoch's means reported in <see cref="History"/>. No host sync happens here.
+    /// </summary>
+    public void Plot(string key, Tensor value, bool train)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        var t = Trainer ?? throw new InvalidOperationException("Plot needs a Trainer: call Trainer.PrepareModel (or Fit) first.");
+        double x;
+        int n;
+        if (train)
+        {
+            x = (double)t.TrainBatchIdx / t.NumTrainBatches;
+            n = Math.Max(1, t.NumTrainBatches / PlotTrainPerEpoch);
+        }
+        else
+        {
+            x = t.Epoch + 1;
+            n = Math.Max(1, t.NumValBatches / PlotValidPerEpoch);
+        }
+        string label = (train ? "train_" : "val_") + key;
+        Board.Draw(x, value, label, n);
+        using (no_grad())
+        {
+            using var v = value.detach().reshape(1).to_type(ScalarType.Float64);
+            if (_epochSums.TryGetValue(label, out var acc)) { acc.sum.add_(v); _epochSums[label] = (acc.sum, acc.count + 1); }
+            else _epochSums[label] = (v.clone().DetachFromDisposeScope(), 1);
+        }
+    }
+
+    /// <summary>Means of everything plotted since the last call, read from the device once; resets the sums.</summary>
+    internal Dictionary<string, double> TakeEpochMeans()
+    {
+        var result = new Dictionary<string, double>();
+        foreach (var (label, (sum, count)) in _epochSums)
+        {
+            result[label] = sum.item<double>() / count;
+            sum.Dispose();
+        }
+        _epochSums.Clear();
+        return result;
+    }
+
+    /// <summary>6.4 d2l's <c>apply_init</c>: a dry run with <paramref name="inputs"/>, then <paramref name="init"/> on the net.</summary>
+    public TrainableModule ApplyInit(Tensor inputs, InitScheme? init = null)
+    {
+        net.ApplyInit(inputs, init);
+        return this;
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            Board.Dispose();
+            foreach (var (sum, _) in _epochSums.Values) sum.Dispose();
+            _epochSums.Clear();
+        }
+        base.Dispose(disposing);
+    }
+}
+
+/// <summary>d2l's <c>Classifier</c>: cross-entropy loss over logits and integer labels, and validation accuracy.</summary>
+public class Classifier : TrainableModule
+{
+    /// <summary>Wraps a network whose output is one logit per class.</summary>
+    public Classifier(nn.Module<Tensor, Tensor> net, double lr = 0.1) : base(nameof(Classifier), net, lr) { }
+
+    /// <summary>Builds the network with a factory (needed to train on several devices).</summary>
+    public Classifier(Func<nn.Module<Tensor, Tensor>> netFactory, double lr = 0.1) : base(nameof(Classifier), netFactory, lr) { }
+
+    /// <inheritdoc />
+    public override Tensor Loss(Tensor yHat, Tensor y) => nn.functional.cross_entropy(yHat, y);
+
+    /// <summary>Fraction of rows whose arg-max logit is the label (a one-element tensor on the logits' device).</summary>
+    public static Tensor Accuracy(Tensor yHat, Tensor y)
+    {
+        using var pred = yHat.argmax(-1);
+        using var hit = pred.eq(y.to_type(pred.dtype));
+        return hit.to_type(ScalarType.Float32).mean();
+    }
+
+    /// <inheritdoc />
+    public override void ValidationStep(Batch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        using var yHat = call(batch.X);
+        using var l = Loss(yHat, batch.Y);
+        using var acc = Accuracy(yHat, batch.Y);
+        Plot("loss", l, train: false);
+        Plot("acc", acc, train: false);
+    }
+}
+
+/// <summary>A regressor: mean squared error between a one-column output and a float target.</summary>
+public class Regressor : TrainableModule
+{
+    /// <summary>Wraps a network with one output.</summary>
+    public Regressor(nn.Module<Tensor, Tensor> net, double lr = 0.01) : base(nameof(Regressor), net, lr) { }
+
+    /// <summary>Builds the network with a factory (needed to train on several devices).</summary>
+    public Regressor(Func<nn.Module<Tensor, Tensor>> netFactory, double lr = 0.01) : base(nameof(Regressor), netFactory, lr) { }
+
+    /// <inheritdoc />
+    public override Tensor Loss(Tensor yHat, Tensor y)
+    {
+        using var flat = yHat.reshape(-1);
+        return nn.functional.mse_loss(flat, y.reshape(-1).to_type(flat.dtype));
+    }
+}
+
+/// <summary>A binary classifier: one logit per row, binary cross-entropy against 0/1 targets, and accuracy.</summary>
+public class BinaryClassifier : TrainableModule
+{
+    /// <summary>Wraps a network with one output (the logit of the positive class).</summary>
+    public BinaryClassifier(nn.Module<Tensor, Tensor> net, double lr = 0.1) : base(nameof(BinaryClassifier), net, lr) { }
+
+    /// <summary>Builds the network with a factory (needed to train on several devices).</summary>
+    public BinaryClassifier(Func<nn.Module<Tensor, Tensor>> netFactory, double lr = 0.1) : base(nameof(BinaryClassifier), netFactory, lr) { }
+
+    /// <inheritdoc />
+    public override Tensor Loss(Tensor yHat, Tensor y)
+    {
+        using var flat = yHat.reshape(-1);
+        using var target = y.reshape(-1).to_type(flat.dtype);
+        return nn.functional.binary_cross_entropy_with_logits(flat, target);
+    }
+
+    /// <inheritdoc />
+    public override void ValidationStep(Batch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        using var yHat = call(batch.X);
+        using var l = Loss(yHat, batch.Y);
+        using var pred = yHat.reshape(-1).gt(0);
+        using var truth = batch.Y.reshape(-1).gt(0.5);
+        using var acc = pred.eq(truth).to_type(ScalarType.Float32).mean();
+        Plot("loss", l, train: false);
+        Plot("acc", acc, train: false);
+    }
+}

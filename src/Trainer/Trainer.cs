@@ -1,0 +1,364 @@
+using System.Diagnostics;
+using MlNetGuide.Modules;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Training;
+
+/// <summary>
+/// d2l's Trainer: <see cref="PrepareData"/>, <see cref="PrepareModel"/>, <see cref="PrepareBatch"/>, <see cref="Fit"/>,
+/// <see cref="FitEpoch"/>, <see cref="ClipGradients"/> — with the model and every batch moved to the first GPU when
+/// <c>numGpus</c> &gt; 0, and data-parallel training over several devices.
+/// </summary>
+/// <remarks>
+/// <para>TorchSharp's <c>.to()</c> replaces Parameter objects, so the optimizer is created (by
+/// <see cref="TrainableModule.ConfigureOptimizers"/>) after <see cref="PrepareModel"/>; an optimizer that holds
+/// parameters the model no longer has is rejected.</para>
+/// <para>Per step there is no host sync: losses and metrics are summed on the device and read once per plotted
+/// point and once per epoch. A non-finite loss is detected on the device and reported, with its epoch and batch, at
+/// the next read.</para>
+/// </remarks>
+public sealed class Trainer : IDisposable
+{
+    private readonly List<nn.Module<Tensor, Tensor>> _replicas = [];
+    private Tensor? _firstBadBatch; // on the device: the first training batch index with a non-finite loss, +inf if none
+
+    /// <summary>d2l's <c>Trainer(max_epochs, num_gpus, gradient_clip_val)</c>. More GPUs than exist are clamped (and logged).</summary>
+    public Trainer(int maxEpochs, int numGpus = 0, double gradientClipVal = 0, Action<string>? log = null)
+        : this(maxEpochs, ResolveGpus(numGpus, log), gradientClipVal, log)
+    {
+    }
+
+    /// <summary>A trainer over explicit devices: the first holds the model; with several, training is data parallel.</summary>
+    public Trainer(int maxEpochs, IReadOnlyList<Device> devices, double gradientClipVal = 0, Action<string>? log = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxEpochs);
+        ArgumentNullException.ThrowIfNull(devices);
+        if (!(gradientClipVal >= 0) || double.IsInfinity(gradientClipVal))
+            throw new ArgumentOutOfRangeException(nameof(gradientClipVal), gradientClipVal, "must be a finite number >= 0 (0 turns clipping off)");
+        MaxEpochs = maxEpochs;
+        Gpus = devices.ToList();
+        GradientClipVal = gradientClipVal;
+        Log = log;
+    }
+
+    private static List<Device> ResolveGpus(int numGpus, Action<string>? log)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(numGpus);
+        int available = Devices.NumGpus();
+        if (numGpus > available)
+            log?.Invoke($"Trainer: {numGpus} GPU(s) requested, {available} available; using {(available == 0 ? "the CPU" : $"{available}")}.");
+        return Enumerable.Range(0, Math.Min(numGpus, available)).Select(Devices.Gpu).ToList();
+    }
+
+    /// <summary>Epochs <see cref="Fit"/> runs.</summary>
+    public int MaxEpochs { get; }
+
+    /// <summary>The devices in use (d2l's <c>self.gpus</c>); empty means the CPU.</summary>
+    public IReadOnlyList<Device> Gpus { get; }
+
+    /// <summary>Where the model and batches live: the first of <see cref="Gpus"/>, or the CPU.</summary>
+    public Device Device => Gpus.Count > 0 ? Gpus[0] : CPU;
+
+    /// <summary>Global L2-norm bound on the gradients; 0 turns clipping off.</summary>
+    public double GradientClipVal { get; }
+
+    /// <summary>Where the trainer reports what it decided (clamped GPUs, epochs). May be null.</summary>
+    public Action<string>? Log { get; }
+
+    /// <summary>Raised after every epoch with its metrics (for progress displays).</summary>
+    public event Action<EpochMetrics>? EpochCompleted;
+
+    /// <summary>The current epoch (0-based).</summary>
+    public int Epoch { get; private set; }
+
+    /// <summary>Training batches done since Fit began (d2l's <c>train_batch_idx</c>).</summary>
+    public int TrainBatchIdx { get; private set; }
+
+    /// <summary>Validation batches done since Fit began.</summary>
+    public int ValBatchIdx { get; private set; }
+
+    /// <summary>Training batches per epoch.</summary>
+    public int NumTrainBatches { get; private set; }
+
+    /// <summary>Validation batches per epoch (0 without validation data).</summary>
+    public int NumValBatches { get; private set; }
+
+    /// <summary>The training loader set by <see cref="PrepareData"/>.</summary>
+    public IDataLoader? TrainDataLoader { get; private set; }
+
+    /// <summary>The validation loader, or null.</summary>
+    public IDataLoader? ValDataLoader { get; private set; }
+
+    /// <summary>The model set by <see cref="PrepareModel"/>.</summary>
+    public TrainableModule? Model { get; private set; }
+
+    /// <summary>The optimizer created by <see cref="Fit"/>; disposed with the trainer.</summary>
+    public optim.Optimizer? Optim { get; private set; }
+
+    /// <summary>Sets the loaders and batch counts.</summary>
+    public void PrepareData(DataModule data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        TrainDataLoader = data.TrainDataLoader();
+        ValDataLoader = data.ValDataLoader();
+        NumTrainBatches = TrainDataLoader.Count;
+        NumValBatches = ValDataLoader?.Count ?? 0;
+        if (NumTrainBatches <= 0) throw new ArgumentException("The training loader yields no batches.", nameof(data));
+    }
+
+    /// <summary>
+    /// Sets the model's trainer and the board's x range [0, MaxEpochs], and moves the model to <see cref="Device"/>.
+    /// With several devices, builds one replica of the net per extra device (needs <see cref="TrainableModule.NetFactory"/>).
+    /// </summary>
+    public void PrepareModel(TrainableModule model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        model.Trainer = this;
+        model.Board.XLim = (0, MaxEpochs);
+        if (Gpus.Count > 0) model.to(Gpus[0]);
+        Model = model;
+        foreach (var r in _replicas) r.Dispose();
+        _replicas.Clear();
+        if (Gpus.Count > 1)
+        {
+            if (model.NetFactory is null)
+                throw new InvalidOperationException(
+                    $"Training on {Gpus.Count} devices needs replicas of the net: build the {model.GetType().Name} with a net factory (e.g. new Classifier(() => new MLP(...))).");
+            model.Net.EnsureInitialized();
+            for (int i = 1; i < Gpus.Count; i++)
+            {
+                var replica = model.NetFactory();
+                replica.to(Gpus[i]);
+                _replicas.Add(replica);
+            }
+            Broadcast();
+        }
+    }
+
+    /// <summary>Returns the batch on <see cref="Device"/>: the same object when it is already there, else a moved copy.</summary>
+    public Batch PrepareBatch(Batch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (batch.Tensors.All(t => Devices.Same(Devices.Of(t), Device))) return batch;
+        return new Batch(batch.Tensors.Select(t => t.to(Device).DetachFromDisposeScope()).ToArray());
+    }
+
+    /// <summary>Trains <paramref name="model"/> on <paramref name="data"/> for <see cref="MaxEpochs"/> epochs.</summary>
+    /// <exception cref="LazyModuleNotInitializedException">The model still has lazy layers: run a dry run (ApplyInit) first.</exception>
+    /// <exception cref="NonFiniteLossException">A training loss was NaN or infinite.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (between batches).</exception>
+    public History Fit(TrainableModule model, DataModule data, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(data);
+        PrepareData(data);
+        PrepareModel(model);
+        model.EnsureInitialized();
+        Optim?.Dispose();
+        Optim = model.ConfigureOptimizers();
+        EnsureOptimizerOwnsModelParameters(model, Optim);
+        Epoch = 0;
+        TrainBatchIdx = 0;
+        ValBatchIdx = 0;
+        var history = new History();
+        _firstBadBatch?.Dispose();
+        _firstBadBatch = full(1, double.PositiveInfinity, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();
+        for (Epoch = 0; Epoch < MaxEpochs; Epoch++)
+        {
+            var watch = Stopwatch.StartNew();
+            FitEpoch(cancellationToken);
+            var metrics = new EpochMetrics(Epoch + 1, model.TakeEpochMeans(), watch.Elapsed);
+            ThrowIfNonFinite();
+            history.Add(metrics);
+            Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
+            EpochCompleted?.Invoke(metrics);
+        }
+        return history;
+    }
+
+    /// <summary>One epoch: train mode, then every batch: step → zero_grad → backward → clip → step; then validation under no_grad.</summary>
+    public void FitEpoch(CancellationToken cancellationToken = default)
+    {
+        var model = Model ?? throw new InvalidOperationException("Call PrepareModel (or Fit) before FitEpoch.");
+        var optimizer = Optim ?? throw new InvalidOperationException("Fit creates the optimizer; call Fit, not FitEpoch, first.");
+        var loader = TrainDataLoader ?? throw new InvalidOperationException("Call PrepareData (or Fit) before FitEpoch.");
+        int checkEvery = Math.Max(1, NumTrainBatches / Math.Max(1, model.PlotTrainPerEpoch));
+        model.train();
+        foreach (var raw in loader)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var batch = PrepareBatch(raw);
+            try
+            {
+                using var scope = NewDisposeScope();
+                CheckBatchDevice(batch);
+                Tensor loss;
+                if (_replicas.Count == 0)
+                {
+                    loss = model.TrainingStep(batch);
+                    optimizer.zero_grad();
+                    loss.backward();
+                }
+                else
+                {
+                    optimizer.zero_grad();
+                    loss = DataParallelLoss(model, batch); // runs each replica's backward itself
+                }
+                if (GradientClipVal > 0) ClipGradients(GradientClipVal, model);
+                optimizer.step();
+                if (_replicas.Count > 0) Broadcast();
+                TrackFinite(loss);
+            }
+            finally
+            {
+                if (!ReferenceEquals(batch, raw)) batch.Dispose();
+                raw.Dispose();
+            }
+            TrainBatchIdx++;
+            if (TrainBatchIdx % checkEvery == 0) ThrowIfNonFinite();
+        }
+        if (ValDataLoader is null) return;
+        model.eval();
+        using (no_grad())
+        {
+            foreach (var raw in ValDataLoader)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var batch = PrepareBatch(raw);
+                try
+                {
+                    using var scope = NewDisposeScope();
+                    model.ValidationStep(batch);
+                }
+                finally
+                {
+                    if (!ReferenceEquals(batch, raw)) batch.Dispose();
+                    raw.Dispose();
+                }
+                ValBatchIdx++;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Scales all trainable gradients so that their global L2 norm is at most <paramref name="gradClipVal"/>:
+    /// scale = min(1, θ / (‖g‖ + 1e-6)), computed on the device — no host sync.
+    /// </summary>
+    public static void ClipGradients(double gradClipVal, nn.Module model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (!(gradClipVal > 0)) throw new ArgumentOutOfRangeException(nameof(gradClipVal), gradClipVal, "must be > 0");
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var grads = model.parameters().Where(p => p.requires_grad).Select(p => p.grad).OfType<Tensor>().ToList();
+        if (grads.Count == 0) return;
+        var norm = stack(grads.Select(g => g.pow(2).sum().to_type(ScalarType.Float32)).ToArray()).sum().sqrt();
+        var scale = (gradClipVal / (norm + 1e-6)).clamp_max(1.0);
+        foreach (var g in grads) g.mul_(scale.to_type(g.dtype));
+    }
+
+    /// <summary>Releases the optimizer, the replicas and the device-side counters.</summary>
+    public void Dispose()
+    {
+        Optim?.Dispose();
+        Optim = null;
+        foreach (var r in _replicas) r.Dispose();
+        _replicas.Clear();
+        _firstBadBatch?.Dispose();
+        _firstBadBatch = null;
+    }
+
+    // Chapter 13's data parallelism: split the batch, each replica computes its share of the (batch-mean) loss and its
+    // gradients, the gradients are summed into the primary model, which steps; Broadcast then copies its parameters back.
+    private Tensor DataParallelLoss(TrainableModule model, Batch batch)
+    {
+        var modules = new List<nn.Module<Tensor, Tensor>> { model.Net };
+        modules.AddRange(_replicas);
+        int k = Math.Min(modules.Count, (int)batch.Size);
+        var xs = batch.X.tensor_split(k);
+        var ys = batch.Y.tensor_split(k);
+        foreach (var m in modules) m.zero_grad();
+        Tensor total = zeros(1, device: Device).squeeze();
+        for (int i = 0; i < k; i++)
+        {
+            var dev = Gpus[i];
+            var x = xs[i].to(dev);
+            var y = ys[i].to(dev);
+            var share = model.Loss(modules[i].call(x), y) * ((double)x.shape[0] / batch.Size);
+            share.backward();
+            total = total + share.detach().to(Device);
+        }
+        using (no_grad())
+        {
+            var primary = model.Net.parameters().ToList();
+            for (int i = 1; i < k; i++)
+                foreach (var (p, r) in primary.Zip(modules[i].parameters()))
+                    if (r.grad is { } g)
+                    {
+                        if (p.grad is null) p.grad = g.to(p.device);
+                        else p.grad.add_(g.to(p.device));
+                    }
+        }
+        model.Plot("loss", total, train: true);
+        return total;
+    }
+
+    private void Broadcast()
+    {
+        if (_replicas.Count == 0) return;
+        using var noGrad = no_grad();
+        var source = StateDict.Get(Model!.Net);
+        foreach (var replica in _replicas)
+        {
+            var target = StateDict.Get(replica);
+            foreach (var (key, t) in source) target[key].copy_(t);
+        }
+    }
+
+    private void CheckBatchDevice(Batch batch)
+    {
+        var p = Model!.parameters().FirstOrDefault();
+        if (p is null) return;
+        foreach (var t in batch.Tensors)
+            Devices.EnsureSameDevice(p, t, "model", "batch");
+    }
+
+    private void TrackFinite(Tensor loss)
+    {
+        using var finite = loss.detach().isfinite().all().reshape(1);
+        using var idx = full(1, (double)TrainBatchIdx % NumTrainBatches, dtype: ScalarType.Float64, device: _firstBadBatch!.device);
+        using var candidate = where(finite, _firstBadBatch, _firstBadBatch.minimum(idx));
+        _firstBadBatch.copy_(candidate);
+    }
+
+    private void ThrowIfNonFinite()
+    {
+        if (_firstBadBatch is null) return;
+        double bad = _firstBadBatch.item<double>();
+        if (double.IsFinite(bad))
+            throw new NonFiniteLossException(Epoch + 1, (int)bad + 1, NumTrainBatches);
+    }
+
+    private static void EnsureOptimizerOwnsModelParameters(nn.Module model, optim.Optimizer optimizer)
+    {
+        var current = model.parameters().Select(p => p.Handle).ToHashSet();
+        if (optimizer.parameters().Any(p => !current.Contains(p.Handle)))
+            throw new InvalidOperationException(
+                "The optimizer holds parameters the model no longer has. TorchSharp's .to(device) replaces Parameter objects, " +
+                "so create the optimizer in ConfigureOptimizers, which the Trainer calls after PrepareModel.");
+    }
+}
+
+/// <summary>Training produced a NaN or infinite loss.</summary>
+public sealed class NonFiniteLossException(int epoch, int batch, int batchesPerEpoch)
+    : ArithmeticException($"The training loss became non-finite (NaN or infinity) at epoch {epoch}, batch {batch} of {batchesPerEpoch}. " +
+                          "Lower the learning rate, clip gradients (gradientClipVal) or check the data for NaN/infinite values.")
+{
+    /// <summary>The epoch (1-based).</summary>
+    public int Epoch { get; } = epoch;
+
+    /// <summary>The batch within the epoch (1-based).</summary>
+    public int Batch { get; } = batch;
+}
