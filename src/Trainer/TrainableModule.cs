@@ -77,8 +77,12 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
         Plot("loss", l, train: false);
     }
 
-    /// <summary>The optimizer: SGD with <see cref="LearningRate"/> by default. Called by the Trainer after PrepareModel.</summary>
-    public virtual optim.Optimizer ConfigureOptimizers() => optim.SGD(parameters(), LearningRate);
+    /// <summary>Builds the optimizer from the parameters and the learning rate; null means SGD.</summary>
+    public Func<IEnumerable<TorchSharp.Modules.Parameter>, double, optim.Optimizer>? OptimizerFactory { get; set; }
+
+    /// <summary>The optimizer: <see cref="OptimizerFactory"/>, else SGD with <see cref="LearningRate"/>. Called by the Trainer after PrepareModel.</summary>
+    public virtual optim.Optimizer ConfigureOptimizers() =>
+        OptimizerFactory is { } make ? make(parameters(), LearningRate) : optim.SGD(parameters(), LearningRate);
 
     /// <summary>
     /// Plots <paramref name="value"/> as <c>train_key</c> or <c>val_key</c> with d2l's x positions and averaging, and

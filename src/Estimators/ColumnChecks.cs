@@ -1,0 +1,157 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>Schema checks at the public boundary, and typed readers for the columns that pass them.</summary>
+internal static class ColumnChecks
+{
+    /// <summary>The feature column: a known-size vector of Single, or one Single.</summary>
+    public static (DataViewSchema.Column column, int width) Features(DataViewSchema schema, string name)
+    {
+        var column = Find(schema, name, "a known-size vector of Single");
+        switch (column.Type)
+        {
+            case VectorDataViewType { ItemType: var item, Size: > 0 } v when item == NumberDataViewType.Single:
+                return (column, v.Size);
+            case var t when t == NumberDataViewType.Single:
+                return (column, 1);
+            case VectorDataViewType { Size: 0 }:
+                throw new SchemaMismatchException(name, "a known-size vector of Single", "a vector of unknown size");
+            default:
+                throw new SchemaMismatchException(name, "a known-size vector of Single", Describe(column.Type));
+        }
+    }
+
+    /// <summary>Checks that the scoring input's feature column has the width the model was trained on.</summary>
+    public static DataViewSchema.Column Features(DataViewSchema schema, string name, int width)
+    {
+        var (column, found) = Features(schema, name);
+        if (found != width)
+            throw new SchemaMismatchException(name, $"a vector of {width} Single values (the width the model was trained on)", $"{found}");
+        return column;
+    }
+
+    /// <summary>The label column for <paramref name="task"/>; <paramref name="classes"/> is the key count for multiclass.</summary>
+    public static DataViewSchema.Column Label(DataViewSchema schema, string name, NeuralTask task, out int classes)
+    {
+        classes = 0;
+        switch (task)
+        {
+            case NeuralTask.MulticlassClassification:
+            {
+                var column = Find(schema, name, "a key type (use MapValueToKey)");
+                if (column.Type is not KeyDataViewType key)
+                    throw new SchemaMismatchException(name, "a key type (add ml.Transforms.Conversion.MapValueToKey(\"" + name + "\"))", Describe(column.Type));
+                if (key.Count is 0 or > int.MaxValue)
+                    throw new SchemaMismatchException(name, "a key type with a known number of classes", Describe(column.Type));
+                if (key.Count < 2)
+                    throw new SchemaMismatchException(name, "at least 2 classes", $"{key.Count}");
+                classes = (int)key.Count;
+                return column;
+            }
+            case NeuralTask.BinaryClassification:
+            {
+                var column = Find(schema, name, "Boolean");
+                if (column.Type != BooleanDataViewType.Instance)
+                    throw new SchemaMismatchException(name, "Boolean", Describe(column.Type));
+                return column;
+            }
+            default:
+            {
+                var column = Find(schema, name, "Single");
+                if (column.Type != NumberDataViewType.Single)
+                    throw new SchemaMismatchException(name, "Single", Describe(column.Type));
+                return column;
+            }
+        }
+    }
+
+    public delegate void FeatureRead(Span<float> destination);
+
+    public static FeatureRead FeatureReader(DataViewRow row, DataViewSchema.Column column, int width)
+    {
+        if (column.Type is VectorDataViewType)
+        {
+            var getter = row.GetGetter<VBuffer<float>>(column);
+            VBuffer<float> buffer = default;
+            return destination =>
+            {
+                getter(ref buffer);
+                var values = buffer.GetValues();
+                if (buffer.IsDense)
+                    values.CopyTo(destination);
+                else
+                {
+                    destination.Clear();
+                    var indices = buffer.GetIndices();
+                    for (int i = 0; i < indices.Length; i++) destination[indices[i]] = values[i];
+                }
+            };
+        }
+        var scalar = row.GetGetter<float>(column);
+        return destination =>
+        {
+            float v = 0;
+            scalar(ref v);
+            destination[0] = v;
+        };
+    }
+
+    /// <summary>Reads a label as a float: the class index (key − 1) for multiclass, 0/1 for binary, the value for regression.</summary>
+    public static Func<long, float> LabelReader(DataViewRow row, DataViewSchema.Column column, NeuralTask task)
+    {
+        switch (task)
+        {
+            case NeuralTask.MulticlassClassification:
+            {
+                var getter = row.GetGetter<uint>(column);
+                uint key = 0;
+                return position =>
+                {
+                    getter(ref key);
+                    if (key == 0)
+                        throw new SchemaMismatchException(column.Name, "a label in every row", $"a missing label (key 0) in row {position}: a value MapValueToKey did not know");
+                    return key - 1;
+                };
+            }
+            case NeuralTask.BinaryClassification:
+            {
+                var getter = row.GetGetter<bool>(column);
+                bool value = false;
+                return _ => { getter(ref value); return value ? 1f : 0f; };
+            }
+            default:
+            {
+                var getter = row.GetGetter<float>(column);
+                float value = 0;
+                return position =>
+                {
+                    getter(ref value);
+                    if (!float.IsFinite(value))
+                        throw new SchemaMismatchException(column.Name, "a finite label in every row", $"{value} in row {position}");
+                    return value;
+                };
+            }
+        }
+    }
+
+    private static DataViewSchema.Column Find(DataViewSchema schema, string name, string expected)
+    {
+        ArgumentNullException.ThrowIfNull(schema);
+        var column = schema.GetColumnOrNull(name);
+        if (column is null)
+        {
+            var names = string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}'"));
+            throw new SchemaMismatchException(name, $"a column of type {expected}", $"no such column (the data has {names})");
+        }
+        return column.Value;
+    }
+
+    public static string Describe(DataViewType type) => type switch
+    {
+        VectorDataViewType v => $"a vector of {(v.Size == 0 ? "unknown size" : v.Size.ToString(System.Globalization.CultureInfo.InvariantCulture))} {v.ItemType.RawType.Name}",
+        KeyDataViewType k => $"a key of {k.Count} values",
+        _ => type.RawType.Name,
+    };
+}

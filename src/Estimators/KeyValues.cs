@@ -1,0 +1,108 @@
+using System.Globalization;
+using System.Reflection;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>
+/// The label's key values (e.g. the digit or species each class index stands for), kept by the transformer so that
+/// its PredictedLabel carries them and <c>MapKeyToValue</c> works downstream — also after loading, without a Label column.
+/// </summary>
+internal sealed class KeyValues
+{
+    private KeyValues(PrimitiveDataViewType itemType, string[] values)
+    {
+        ItemType = itemType;
+        Values = values;
+    }
+
+    /// <summary>ML.NET's annotation kind for key values (its AnnotationUtils is internal).</summary>
+    public const string KeyValuesKind = "KeyValues";
+
+    public PrimitiveDataViewType ItemType { get; }
+
+    /// <summary>The values as invariant strings (how they are saved).</summary>
+    public string[] Values { get; }
+
+    public int Count => Values.Length;
+
+    /// <summary>Reads the KeyValues annotation of a key column, or null when it has none or of an unsupported type.</summary>
+    public static KeyValues? From(DataViewSchema.Column column)
+    {
+        var annotation = column.Annotations.Schema.GetColumnOrNull(KeyValuesKind);
+        if (annotation is not { Type: VectorDataViewType { ItemType: PrimitiveDataViewType item } }) return null;
+        var name = TypeName(item);
+        if (name is null) return null;
+        var method = typeof(KeyValues).GetMethod(nameof(ReadTyped), BindingFlags.NonPublic | BindingFlags.Static)!.MakeGenericMethod(item.RawType);
+        var values = (string[])method.Invoke(null, [column])!;
+        return new KeyValues(item, values);
+    }
+
+    public static KeyValues Parse(string typeName, string[] values) =>
+        new(typeName switch
+        {
+            "Text" => TextDataViewType.Instance,
+            "Single" => NumberDataViewType.Single,
+            "Double" => NumberDataViewType.Double,
+            "Int32" => NumberDataViewType.Int32,
+            "Int64" => NumberDataViewType.Int64,
+            "UInt32" => NumberDataViewType.UInt32,
+            "Boolean" => BooleanDataViewType.Instance,
+            _ => throw new InvalidDataException($"unsupported key value type '{typeName}'"),
+        }, values);
+
+    /// <summary>Key values of the given type with placeholder values: enough to describe a column's shape.</summary>
+    public static KeyValues? Placeholder(PrimitiveDataViewType item) =>
+        TypeName(item) is null ? null : new KeyValues(item, [item == BooleanDataViewType.Instance ? "False" : item == TextDataViewType.Instance ? "" : "0"]);
+
+    public string TypeNameForSave => TypeName(ItemType)!;
+
+    /// <summary>Adds this as the KeyValues annotation of a column being built.</summary>
+    public void AddTo(DataViewSchema.Annotations.Builder builder)
+    {
+        var method = typeof(KeyValues).GetMethod(nameof(AddTyped), BindingFlags.NonPublic | BindingFlags.Instance)!.MakeGenericMethod(ItemType.RawType);
+        method.Invoke(this, [builder]);
+    }
+
+    private void AddTyped<T>(DataViewSchema.Annotations.Builder builder)
+    {
+        var parsed = Values.Select(v => (T)ParseValue(v)).ToArray();
+        ValueGetter<VBuffer<T>> getter = (ref VBuffer<T> dst) => new VBuffer<T>(parsed.Length, parsed).CopyTo(ref dst);
+        builder.Add(KeyValuesKind, new VectorDataViewType(ItemType, parsed.Length), getter);
+    }
+
+    private object ParseValue(string v) => ItemType.RawType switch
+    {
+        var t when t == typeof(ReadOnlyMemory<char>) => v.AsMemory(),
+        var t when t == typeof(float) => float.Parse(v, CultureInfo.InvariantCulture),
+        var t when t == typeof(double) => double.Parse(v, CultureInfo.InvariantCulture),
+        var t when t == typeof(int) => int.Parse(v, CultureInfo.InvariantCulture),
+        var t when t == typeof(long) => long.Parse(v, CultureInfo.InvariantCulture),
+        var t when t == typeof(uint) => uint.Parse(v, CultureInfo.InvariantCulture),
+        var t when t == typeof(bool) => bool.Parse(v),
+        _ => throw new InvalidDataException($"unsupported key value type {ItemType}"),
+    };
+
+    private static string[] ReadTyped<T>(DataViewSchema.Column column)
+    {
+        VBuffer<T> buffer = default;
+        column.Annotations.GetValue(KeyValuesKind, ref buffer);
+        return buffer.DenseValues().Select(v => v switch
+        {
+            ReadOnlyMemory<char> m => m.ToString(),
+            IFormattable f => f.ToString(typeof(T) == typeof(float) || typeof(T) == typeof(double) ? "R" : null, CultureInfo.InvariantCulture),
+            _ => v?.ToString() ?? "",
+        }).ToArray();
+    }
+
+    private static string? TypeName(PrimitiveDataViewType t) =>
+        t == TextDataViewType.Instance ? "Text"
+        : t == NumberDataViewType.Single ? "Single"
+        : t == NumberDataViewType.Double ? "Double"
+        : t == NumberDataViewType.Int32 ? "Int32"
+        : t == NumberDataViewType.Int64 ? "Int64"
+        : t == NumberDataViewType.UInt32 ? "UInt32"
+        : t == BooleanDataViewType.Instance ? "Boolean"
+        : null;
+}

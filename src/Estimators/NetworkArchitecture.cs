@@ -1,0 +1,128 @@
+using System.Collections.Concurrent;
+using MlNetGuide.Modules;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>What the estimator asks a module factory for: the feature width, the output width and the hidden widths.</summary>
+/// <param name="Inputs">Width of the feature vector.</param>
+/// <param name="Outputs">Outputs the task needs: classes for multiclass, 1 for binary and regression.</param>
+/// <param name="HiddenWidths">Hidden widths chosen in <see cref="NetworkArchitecture"/> (may be empty).</param>
+public sealed record ModuleRequest(int Inputs, int Outputs, IReadOnlyList<int> HiddenWidths);
+
+/// <summary>
+/// Which network an estimator trains: a built-in (an MLP of given widths, a LazyLinear MLP, the chapter's MLP) or a
+/// user-defined module registered under a name. Only the name and widths are stored in a saved model; the weights are
+/// loaded into a fresh module built the same way, so a user-defined module must be registered (same name) in the
+/// process that loads the model.
+/// </summary>
+public sealed record NetworkArchitecture
+{
+    private NetworkArchitecture(string name, IReadOnlyList<int> hiddenWidths)
+    {
+        Name = name;
+        HiddenWidths = hiddenWidths;
+    }
+
+    /// <summary>The factory name: "mlp", "lazy-mlp", "chapter-mlp" or a registered name.</summary>
+    public string Name { get; }
+
+    /// <summary>Hidden layer widths.</summary>
+    public IReadOnlyList<int> HiddenWidths { get; }
+
+    /// <summary>Linear → ReLU → … → Linear with the given hidden widths (none: a linear model).</summary>
+    public static NetworkArchitecture Mlp(params int[] hiddenWidths) => new("mlp", CheckWidths(hiddenWidths));
+
+    /// <summary>The same MLP built from <see cref="LazyLinear"/> layers: the feature width is inferred from the data (6.4).</summary>
+    public static NetworkArchitecture LazyMlp(params int[] hiddenWidths) => new("lazy-mlp", CheckWidths(hiddenWidths));
+
+    /// <summary>The chapter's <see cref="MLP"/> (hidden 256, ReLU, lazy input width).</summary>
+    public static NetworkArchitecture ChapterMlp() => new("chapter-mlp", [256]);
+
+    /// <summary>A module registered with <see cref="NeuralModuleRegistry.Register"/> under <paramref name="name"/>.</summary>
+    public static NetworkArchitecture Custom(string name, params int[] hiddenWidths)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        if (BuiltIns.Contains(name)) throw new ArgumentException($"'{name}' is a built-in architecture name.", nameof(name));
+        return new(name, CheckWidths(hiddenWidths));
+    }
+
+    /// <summary>Registers <paramref name="factory"/> under <paramref name="name"/> and returns the architecture naming it.</summary>
+    public static NetworkArchitecture Custom(string name, Func<ModuleRequest, nn.Module<Tensor, Tensor>> factory, params int[] hiddenWidths)
+    {
+        NeuralModuleRegistry.Register(name, factory);
+        return Custom(name, hiddenWidths);
+    }
+
+    internal static readonly HashSet<string> BuiltIns = ["mlp", "lazy-mlp", "chapter-mlp"];
+
+    /// <summary>Builds a fresh, untrained module for the request.</summary>
+    internal nn.Module<Tensor, Tensor> Build(int inputs, int outputs)
+    {
+        var request = new ModuleRequest(inputs, outputs, HiddenWidths);
+        return Name switch
+        {
+            "mlp" => BuildMlp(request, lazy: false),
+            "lazy-mlp" => BuildMlp(request, lazy: true),
+            "chapter-mlp" => new MLP(HiddenWidths[0], outputs),
+            _ => NeuralModuleRegistry.Create(Name, request),
+        };
+    }
+
+    private static nn.Module<Tensor, Tensor> BuildMlp(ModuleRequest r, bool lazy)
+    {
+        nn.Module<Tensor, Tensor> Linear(long inputs, long outputs) => lazy ? new LazyLinear(outputs) : nn.Linear(inputs, outputs);
+        var layers = new List<nn.Module<Tensor, Tensor>>();
+        long width = r.Inputs;
+        foreach (var h in r.HiddenWidths)
+        {
+            layers.Add(Linear(width, h));
+            layers.Add(nn.ReLU());
+            width = h;
+        }
+        layers.Add(Linear(width, r.Outputs));
+        return nn.Sequential(layers.ToArray());
+    }
+
+    private static int[] CheckWidths(int[] widths)
+    {
+        ArgumentNullException.ThrowIfNull(widths);
+        foreach (var w in widths)
+            if (w <= 0) throw new ArgumentOutOfRangeException(nameof(widths), w, "Hidden widths must be positive.");
+        return widths.ToArray();
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => $"{Name}({string.Join(", ", HiddenWidths)})";
+}
+
+/// <summary>
+/// Module factories by name, for user-defined modules: register once per process (before training and before loading
+/// a saved model that names it).
+/// </summary>
+public static class NeuralModuleRegistry
+{
+    private static readonly ConcurrentDictionary<string, Func<ModuleRequest, nn.Module<Tensor, Tensor>>> Factories = new();
+
+    /// <summary>Registers (or replaces) the factory for <paramref name="name"/>.</summary>
+    public static void Register(string name, Func<ModuleRequest, nn.Module<Tensor, Tensor>> factory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(factory);
+        if (NetworkArchitecture.BuiltIns.Contains(name)) throw new ArgumentException($"'{name}' is a built-in architecture name.", nameof(name));
+        Factories[name] = factory;
+    }
+
+    /// <summary>True when <paramref name="name"/> is registered.</summary>
+    public static bool IsRegistered(string name) => Factories.ContainsKey(name);
+
+    internal static nn.Module<Tensor, Tensor> Create(string name, ModuleRequest request)
+    {
+        if (!Factories.TryGetValue(name, out var factory))
+            throw new InvalidOperationException(
+                $"No module factory is registered under '{name}'. Call NeuralModuleRegistry.Register(\"{name}\", request => new YourModule(...)) " +
+                "(or NetworkArchitecture.Custom(name, factory)) in this process before training or loading the model.");
+        return factory(request) ?? throw new InvalidOperationException($"The factory registered under '{name}' returned null.");
+    }
+}

@@ -1,0 +1,340 @@
+using System.ComponentModel;
+using TorchSharp;
+using System.IO.Compression;
+using System.Text.Json;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms;
+using MlNetGuide.Modules;
+using MlNetGuide.Training;
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>
+/// Saves and loads ML.NET models that contain neural networks, weights included, in one ML.NET model zip.
+/// </summary>
+/// <remarks>
+/// <para>Zip layout: the usual ML.NET entries hold a placeholder model, so that a plain <c>mlContext.Model.Load</c> fails
+/// at once with a message naming <see cref="Load(MLContext, string, out DataViewSchema)"/> (it cannot rebuild a
+/// network: ML.NET keeps its loader API internal). Under <c>MlNetGuide/</c>: <c>manifest.json</c> lists the pipeline's
+/// parts in order; each run of ordinary ML.NET transformers is a nested ML.NET model (<c>partN.zip</c>, saved with
+/// <c>mlContext.Model.Save</c>); each network is <c>partN.json</c> (task, columns, architecture, key values) and
+/// <c>partN.weights</c> (its state dict in TorchSharp's format).</para>
+/// <para>Loading builds each network afresh from its architecture — built-ins need nothing, a user-defined module must be
+/// registered under its name with <see cref="NeuralModuleRegistry"/> — and loads the weights strictly: a file whose
+/// weights do not fit the architecture is rejected with a <see cref="ModelFormatException"/> naming the keys and shapes.</para>
+/// </remarks>
+public static class NeuralModel
+{
+    /// <summary>The contract name of the placeholder: what a plain <c>mlContext.Model.Load</c> reports.</summary>
+    public const string ContractName =
+        "MlNetGuide.NeuralNetwork (this model holds MlNetGuide neural networks: load it with MlNetGuide.Estimators.NeuralModel.Load(mlContext, path, out schema))";
+
+    private const string Prefix = "MlNetGuide/";
+    private const string ManifestEntry = Prefix + "manifest.json";
+    private const int FormatVersion = 1;
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    /// <summary>Saves <paramref name="model"/> (any ML.NET transformer or chain containing networks) to <paramref name="path"/>, atomically.</summary>
+    public static void Save(MLContext mlContext, ITransformer model, DataViewSchema inputSchema, string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var bytes = SaveToBytes(mlContext, model, inputSchema);
+        AtomicFile.Write(path, s => s.Write(bytes));
+    }
+
+    /// <summary>Saves <paramref name="model"/> to a stream.</summary>
+    public static void Save(MLContext mlContext, ITransformer model, DataViewSchema inputSchema, Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        stream.Write(SaveToBytes(mlContext, model, inputSchema));
+    }
+
+    /// <summary>Loads a model saved by <see cref="Save(MLContext, ITransformer, DataViewSchema, string)"/>.</summary>
+    /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
+    /// <exception cref="ModelFormatException">Not such a model, corrupt, or its weights do not fit its architecture.</exception>
+    public static ITransformer Load(MLContext mlContext, string path, out DataViewSchema inputSchema)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"No model file at {Path.GetFullPath(path)}.", path);
+        using var stream = File.OpenRead(path);
+        return Load(mlContext, stream, out inputSchema, path);
+    }
+
+    /// <summary>Loads a model from a stream.</summary>
+    public static ITransformer Load(MLContext mlContext, Stream stream, out DataViewSchema inputSchema) =>
+        Load(mlContext, stream, out inputSchema, "stream");
+
+    private static byte[] SaveToBytes(MLContext ml, ITransformer model, DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(ml);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        using var ms = new MemoryStream();
+        ml.Model.Save(Placeholder(ml), inputSchema, ms);
+        using (var zip = new ZipArchive(ms, ZipArchiveMode.Update, leaveOpen: true))
+        {
+            var manifest = new Manifest { Version = FormatVersion };
+            var pending = new List<ITransformer>();
+            var schema = inputSchema;
+            var pendingSchema = inputSchema;
+            void Flush(bool always)
+            {
+                if (pending.Count == 0 && !always) return;
+                var entry = $"{Prefix}part{manifest.Parts.Count}.zip";
+                using (var s = zip.CreateEntry(entry, CompressionLevel.NoCompression).Open())
+                using (var buffer = new MemoryStream())
+                {
+                    ml.Model.Save(new TransformerChain<ITransformer>(pending.ToArray()), pendingSchema, buffer);
+                    buffer.Position = 0;
+                    buffer.CopyTo(s);
+                }
+                manifest.Parts.Add(new Part { Kind = "mlnet", Entry = entry });
+                pending.Clear();
+            }
+            Flush(always: true); // part 0 always exists: it carries the input schema
+            foreach (var t in Flatten(model))
+            {
+                if (t is NeuralNetworkTransformer neural)
+                {
+                    Flush(always: false);
+                    int index = manifest.Parts.Count;
+                    var config = ConfigOf(neural);
+                    WriteEntry(zip, $"{Prefix}part{index}.json", s => JsonSerializer.Serialize(s, config, Json));
+                    WriteEntry(zip, $"{Prefix}part{index}.weights", s => StateDict.Save(neural.Scorer.Module, s));
+                    manifest.Parts.Add(new Part { Kind = "neural", Entry = $"{Prefix}part{index}" });
+                    schema = neural.GetOutputSchema(schema);
+                    pendingSchema = schema;
+                }
+                else
+                {
+                    pending.Add(t);
+                    schema = t.GetOutputSchema(schema);
+                }
+            }
+            Flush(always: false);
+            WriteEntry(zip, ManifestEntry, s => JsonSerializer.Serialize(s, manifest, Json));
+        }
+        return ms.ToArray();
+    }
+
+    private static ITransformer Load(MLContext ml, Stream stream, out DataViewSchema inputSchema, string source)
+    {
+        ArgumentNullException.ThrowIfNull(ml);
+        ArgumentNullException.ThrowIfNull(stream);
+        using var copy = new MemoryStream();
+        stream.CopyTo(copy);
+        copy.Position = 0;
+        var loaded = new List<ITransformer>();
+        try
+        {
+            using var zip = new ZipArchive(copy, ZipArchiveMode.Read);
+            var manifestEntry = zip.GetEntry(ManifestEntry)
+                ?? throw new ModelFormatException($"{source} was not saved by NeuralModel.Save (it has no {ManifestEntry}); load an ordinary ML.NET model with mlContext.Model.Load.");
+            var manifest = ReadJson<Manifest>(manifestEntry, source);
+            if (manifest.Version != FormatVersion)
+                throw new ModelFormatException($"{source} has MlNetGuide model format {manifest.Version}; this version reads format {FormatVersion}.");
+            if (manifest.Parts.Count == 0 || manifest.Parts[0].Kind != "mlnet")
+                throw new ModelFormatException($"{source}: the manifest does not start with the input-schema part.");
+            DataViewSchema? schema = null;
+            foreach (var part in manifest.Parts)
+            {
+                switch (part.Kind)
+                {
+                    case "mlnet":
+                    {
+                        using var bytes = new MemoryStream();
+                        using (var s = Entry(zip, part.Entry, source).Open()) s.CopyTo(bytes);
+                        bytes.Position = 0;
+                        var t = ml.Model.Load(bytes, out var partSchema);
+                        schema ??= partSchema;
+                        loaded.AddRange(Flatten(t));
+                        break;
+                    }
+                    case "neural":
+                        loaded.Add(LoadNeural(ml, zip, part.Entry, source));
+                        break;
+                    default:
+                        throw new ModelFormatException($"{source}: unknown part kind '{part.Kind}'.");
+                }
+            }
+            inputSchema = schema!;
+            return new TransformerChain<ITransformer>(loaded.ToArray());
+        }
+        catch (Exception ex) when (ex is InvalidDataException or JsonException or EndOfStreamException or FormatException or KeyNotFoundException)
+        {
+            foreach (var t in loaded) (t as IDisposable)?.Dispose();
+            throw new ModelFormatException($"{source} is not a readable MlNetGuide model: {ex.Message}", ex);
+        }
+        catch
+        {
+            foreach (var t in loaded) (t as IDisposable)?.Dispose();
+            throw;
+        }
+    }
+
+    private static NeuralNetworkTransformer LoadNeural(MLContext ml, ZipArchive zip, string entry, string source)
+    {
+        var config = ReadJson<NeuralConfig>(Entry(zip, entry + ".json", source), source);
+        if (!Enum.TryParse<NeuralTask>(config.Task, out var task))
+            throw new ModelFormatException($"{source}: unknown task '{config.Task}'.");
+        if (config.FeatureCount <= 0 || config.Outputs <= 0 || config.ScoringBatchSize <= 0)
+            throw new ModelFormatException($"{source}: invalid sizes in {entry}.json.");
+        var architecture = config.Architecture switch
+        {
+            "mlp" => NetworkArchitecture.Mlp(config.HiddenWidths),
+            "lazy-mlp" => NetworkArchitecture.LazyMlp(config.HiddenWidths),
+            "chapter-mlp" => NetworkArchitecture.ChapterMlp(),
+            var name => NetworkArchitecture.Custom(name, config.HiddenWidths),
+        };
+        var module = architecture.Build(config.FeatureCount, config.Outputs);
+        try
+        {
+            using (var weights = new MemoryStream())
+            {
+                using (var s = Entry(zip, entry + ".weights", source).Open()) s.CopyTo(weights);
+                weights.Position = 0;
+                StateDict.Load(module, weights, TensorFileFormat.TorchSharp);
+            }
+            var device = LoadDevice(ml);
+            if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
+            var keyValues = config.KeyValueType is null ? null : KeyValues.Parse(config.KeyValueType, config.KeyValues ?? []);
+            var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,
+                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues);
+            return new NeuralNetworkTransformer(scorer, architecture, config.ScoringBatchSize);
+        }
+        catch (StateDictMismatchException ex)
+        {
+            module.Dispose();
+            throw new ModelFormatException(
+                $"{source}: the stored weights do not fit architecture {architecture} as this process builds it " +
+                $"(was a module registered under '{architecture.Name}' changed?). {ex.Message}", ex);
+        }
+        catch
+        {
+            module.Dispose();
+            throw;
+        }
+    }
+
+    private static Device LoadDevice(MLContext ml)
+    {
+        if (ml.GpuDeviceId is not int id) return CPU;
+        if (id < Devices.NumGpus()) return Devices.Gpu(id);
+        if (ml.FallbackToCpu) return CPU;
+        throw new InvalidOperationException($"MLContext.GpuDeviceId is {id} but that GPU is not available; set MLContext.FallbackToCpu = true to load on the CPU.");
+    }
+
+    private static NeuralConfig ConfigOf(NeuralNetworkTransformer t)
+    {
+        var s = t.Scorer;
+        return new NeuralConfig
+        {
+            Task = s.Task.ToString(),
+            FeatureColumn = s.FeatureColumn,
+            ScoreColumn = s.ScoreColumn,
+            ProbabilityColumn = s.ProbabilityColumn,
+            PredictedLabelColumn = s.PredictedLabelColumn,
+            FeatureCount = s.FeatureCount,
+            Outputs = s.Outputs,
+            Architecture = t.Architecture.Name,
+            HiddenWidths = t.Architecture.HiddenWidths.ToArray(),
+            ScoringBatchSize = t.ScoringBatchSize,
+            KeyValueType = s.KeyValues?.TypeNameForSave,
+            KeyValues = s.KeyValues?.Values,
+        };
+    }
+
+    /// <summary>Every transformer of a (possibly nested) chain, in order.</summary>
+    internal static IEnumerable<ITransformer> Flatten(ITransformer t)
+    {
+        if (t.GetType().IsGenericType && t.GetType().GetGenericTypeDefinition() == typeof(TransformerChain<>))
+        {
+            foreach (var inner in (IEnumerable<ITransformer>)t)
+                foreach (var leaf in Flatten(inner))
+                    yield return leaf;
+        }
+        else
+            yield return t;
+    }
+
+    private static ITransformer Placeholder(MLContext ml)
+    {
+        var empty = ml.Data.LoadFromEnumerable(Array.Empty<NeuralModelPlaceholderInput>());
+        return ml.Transforms.CustomMapping<NeuralModelPlaceholderInput, NeuralModelPlaceholderOutput>((_, _) => { }, ContractName).Fit(empty);
+    }
+
+    private static ZipArchiveEntry Entry(ZipArchive zip, string name, string source) =>
+        zip.GetEntry(name) ?? throw new ModelFormatException($"{source} lacks the entry {name}: the file is incomplete.");
+
+    private static void WriteEntry(ZipArchive zip, string name, Action<Stream> write)
+    {
+        using var s = zip.CreateEntry(name, CompressionLevel.Fastest).Open();
+        write(s);
+    }
+
+    private static T ReadJson<T>(ZipArchiveEntry entry, string source)
+    {
+        using var s = entry.Open();
+        return JsonSerializer.Deserialize<T>(s, Json) ?? throw new ModelFormatException($"{source}: {entry.FullName} is empty.");
+    }
+
+    private sealed class Manifest
+    {
+        public int Version { get; set; }
+        public List<Part> Parts { get; set; } = [];
+    }
+
+    private sealed class Part
+    {
+        public string Kind { get; set; } = "";
+        public string Entry { get; set; } = "";
+    }
+
+    private sealed class NeuralConfig
+    {
+        public string Task { get; set; } = "";
+        public string FeatureColumn { get; set; } = "";
+        public string ScoreColumn { get; set; } = "";
+        public string? ProbabilityColumn { get; set; }
+        public string? PredictedLabelColumn { get; set; }
+        public int FeatureCount { get; set; }
+        public int Outputs { get; set; }
+        public string Architecture { get; set; } = "";
+        public int[] HiddenWidths { get; set; } = [];
+        public int ScoringBatchSize { get; set; }
+        public string? KeyValueType { get; set; }
+        public string[]? KeyValues { get; set; }
+    }
+}
+
+/// <summary>Input row of the placeholder a saved model's ML.NET entries hold (not for direct use).</summary>
+[EditorBrowsable(EditorBrowsableState.Never)]
+public sealed class NeuralModelPlaceholderInput
+{
+    /// <summary>Unused.</summary>
+    public float MlNetGuidePlaceholder { get; set; }
+}
+
+/// <summary>Output row of the placeholder (not for direct use).</summary>
+[EditorBrowsable(EditorBrowsableState.Never)]
+public sealed class NeuralModelPlaceholderOutput
+{
+    /// <summary>Unused.</summary>
+    public float MlNetGuidePlaceholderOutput { get; set; }
+}
+
+/// <summary>
+/// Found only when a user registers this assembly with <c>mlContext.ComponentCatalog.RegisterAssembly</c>; a plain
+/// <c>mlContext.Model.Load</c> of a NeuralModel zip then fails here, at once, naming the call to use.
+/// </summary>
+[EditorBrowsable(EditorBrowsableState.Never)]
+[CustomMappingFactoryAttribute(NeuralModel.ContractName)]
+public sealed class NeuralModelPlaceholderFactory : CustomMappingFactory<NeuralModelPlaceholderInput, NeuralModelPlaceholderOutput>
+{
+    /// <inheritdoc />
+    public override Action<NeuralModelPlaceholderInput, NeuralModelPlaceholderOutput> GetMapping() =>
+        throw new InvalidOperationException(
+            "This model holds MlNetGuide neural networks, which mlContext.Model.Load cannot rebuild. Load it with MlNetGuide.Estimators.NeuralModel.Load(mlContext, path, out schema).");
+}

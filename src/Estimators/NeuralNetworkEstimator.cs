@@ -1,0 +1,173 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using MlNetGuide.Modules;
+using MlNetGuide.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>
+/// Trains a TorchSharp network — a built-in MLP, the chapter's modules, or your own registered module — with an
+/// initialization scheme from <c>MlNetGuide.Modules</c>, through the d2l-style <see cref="Trainer"/>, as one step of an
+/// ML.NET pipeline.
+/// </summary>
+/// <remarks>
+/// <para><b>Input and output columns</b></para>
+/// <list type="table">
+/// <listheader><term>Column</term><description>Type</description></listheader>
+/// <item><term>Features (input)</term><description>known-size vector of Single (or one Single)</description></item>
+/// <item><term>Label (input)</term><description>regression: Single · binary: Boolean · multiclass: key (use MapValueToKey)</description></item>
+/// <item><term>Score</term><description>regression: Single · binary: Single (logit) · multiclass: vector of K class probabilities</description></item>
+/// <item><term>Probability</term><description>binary only: Single, the sigmoid of Score</description></item>
+/// <item><term>PredictedLabel</term><description>binary: Boolean · multiclass: key with the label's key values</description></item>
+/// </list>
+/// <para><b>Trainer characteristics</b></para>
+/// <list type="table">
+/// <item><term>Machine learning task</term><description>regression, binary or multiclass classification</description></item>
+/// <item><term>Is normalization required?</term><description>yes (e.g. NormalizeMinMax): SGD on raw pixel values diverges</description></item>
+/// <item><term>Is caching required?</term><description>no; with AppendCacheCheckpoint rows are shuffled globally each epoch, otherwise within windows of 16 batches</description></item>
+/// <item><term>Required NuGet in addition to Microsoft.ML</term><description>MlNetGuide.Estimators (TorchSharp-cpu, or TorchSharp-cuda-* for GPUs)</description></item>
+/// <item><term>Deterministic</term><description>on CPU, the same MLContext seed (or Options.Seed) gives bit-identical weights</description></item>
+/// </list>
+/// <para>Devices: <c>MLContext.GpuDeviceId</c> picks the GPU, as in Microsoft.ML.TorchSharp; without CUDA the estimator
+/// falls back to the CPU when <c>MLContext.FallbackToCpu</c> is true and fails otherwise. <see cref="NeuralNetworkOptions.NumGpus"/>
+/// above 1 trains data parallel.</para>
+/// </remarks>
+public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer>
+{
+    private readonly IHostEnvironment _env;
+    private readonly NeuralNetworkOptions _options;
+
+    internal NeuralNetworkEstimator(IHostEnvironment env, NeuralNetworkOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _env = env;
+        _options = options;
+    }
+
+    /// <summary>The options this estimator trains with.</summary>
+    public NeuralNetworkOptions Options => _options;
+
+    /// <inheritdoc />
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var o = _options;
+        var features = Find(inputSchema, o.FeatureColumnName);
+        if (features.ItemType != NumberDataViewType.Single || features.Kind == SchemaShape.Column.VectorKind.VariableVector || features.IsKey)
+            throw new SchemaMismatchException(o.FeatureColumnName, "a known-size vector of Single", $"{features.Kind} of {features.ItemType}{(features.IsKey ? " (key)" : "")}");
+        var label = Find(inputSchema, o.LabelColumnName);
+        KeyValues? keyValues = null;
+        int outputs = 1;
+        switch (o.Task)
+        {
+            case NeuralTask.MulticlassClassification when !label.IsKey:
+                throw new SchemaMismatchException(o.LabelColumnName, "a key type (add ml.Transforms.Conversion.MapValueToKey)", $"{label.ItemType}");
+            case NeuralTask.MulticlassClassification:
+                outputs = 2; // the count is unknown in a SchemaShape; only the column types matter here
+                if (label.Annotations.LastOrDefault(c => c.Name == KeyValues.KeyValuesKind) is { Name: not null } kv && kv.ItemType is PrimitiveDataViewType item)
+                    keyValues = KeyValues.Placeholder(item);
+                break;
+            case NeuralTask.BinaryClassification when label.ItemType != BooleanDataViewType.Instance || label.Kind != SchemaShape.Column.VectorKind.Scalar:
+                throw new SchemaMismatchException(o.LabelColumnName, "Boolean", $"{label.Kind} of {label.ItemType}");
+            case NeuralTask.Regression when label.ItemType != NumberDataViewType.Single || label.Kind != SchemaShape.Column.VectorKind.Scalar:
+                throw new SchemaMismatchException(o.LabelColumnName, "Single", $"{label.Kind} of {label.ItemType}");
+        }
+        // Describe our output columns with a real schema and let ML.NET turn it into a shape (see MlNetInternals).
+        using var probe = new NeuralScorer(o.Task, nn.Identity(), CPU, 1, outputs, o.FeatureColumnName, o.ScoreColumnName,
+            o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues);
+        var builder = new DataViewSchema.Builder();
+        probe.AddOutputColumns(builder);
+        var added = MlNetInternals.ShapeOf(builder.ToSchema());
+        var names = added.Select(c => c.Name).ToHashSet();
+        return new SchemaShape(inputSchema.Where(c => !names.Contains(c.Name)).Concat(added));
+    }
+
+    private static SchemaShape.Column Find(SchemaShape schema, string name) =>
+        schema.LastOrDefault(c => c.Name == name) is { Name: not null } col
+            ? col
+            : throw new SchemaMismatchException(name, "a column of that name", $"no such column (the data has {string.Join(", ", schema.Select(c => $"'{c.Name}'"))})");
+
+    /// <summary>Validates the data, builds and initializes the network, and trains it.</summary>
+    /// <exception cref="SchemaMismatchException">A column is missing, mistyped, or holds an unusable value.</exception>
+    public NeuralNetworkTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var o = _options;
+        var host = _env.Register("MlNetGuide.NeuralNetwork");
+        using var ch = host.Start("Training");
+        int seed = o.Seed ?? host.Rand.Next();
+        var source = new DataViewBatchSource(input, o, seed);
+        var keyValues = o.Task == NeuralTask.MulticlassClassification ? KeyValues.From(source.LabelColumn) : null;
+        var devices = ResolveDevices(o, ch);
+        source.Scan();
+        if (source.SkippedRows > 0)
+            ch.Warning(MessageSensitivity.None, $"Skipped {source.SkippedRows} row(s) with non-finite features (NonFiniteFeatures = SkipRow).");
+        ch.Info(MessageSensitivity.None,
+            $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({source.ValRows} held out) of {source.FeatureCount} features, " +
+            $"{o.Epochs} epochs, batch {o.BatchSize}, lr {o.LearningRate}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
+
+        int outputs = o.Task == NeuralTask.MulticlassClassification ? source.ClassCount : 1;
+        manual_seed(seed); // lazy layers and built-in defaults draw from the global generator
+        var trainable = Wrap(o, () => o.Architecture.Build(source.FeatureCount, outputs));
+        try
+        {
+            if (!trainable.Net.IsFullyInitialized())
+                using (var dry = zeros(1, source.FeatureCount)) trainable.Net.ApplyInit(dry);
+            o.Init?.WithSeed(seed).Apply(trainable.Net);
+            trainable.OptimizerFactory = o.Optimizer == OptimizerKind.Adam
+                ? (ps, lr) => optim.Adam(ps, lr)
+                : null;
+            int epoch = 0;
+            var data = new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
+                source.ValRows > 0 ? source.Validation : null, Math.Max(1, source.ValBatches));
+            History history;
+            using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m)))
+            {
+                if (o.EpochCompleted is { } callback) trainer.EpochCompleted += callback;
+                history = trainer.Fit(trainable, data, o.CancellationToken);
+            }
+            var device = devices.Count > 0 ? devices[0] : CPU;
+            var scorer = new NeuralScorer(o.Task, trainable.Net, device, source.FeatureCount, outputs, o.FeatureColumnName,
+                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues);
+            return new NeuralNetworkTransformer(scorer, o.Architecture, o.ScoringBatchSize, trainable, history);
+        }
+        catch
+        {
+            trainable.Dispose();
+            throw;
+        }
+    }
+
+    private static TrainableModule Wrap(NeuralNetworkOptions o, Func<nn.Module<Tensor, Tensor>> factory) => o.Task switch
+    {
+        NeuralTask.MulticlassClassification => new Classifier(factory, o.LearningRate),
+        NeuralTask.BinaryClassification => new BinaryClassifier(factory, o.LearningRate),
+        _ => new Regressor(factory, o.LearningRate),
+    };
+
+    /// <summary>MLContext.GpuDeviceId/FallbackToCpu first (as Microsoft.ML.TorchSharp does), then NumGpus (clamped).</summary>
+    private List<Device> ResolveDevices(NeuralNetworkOptions o, IChannel ch)
+    {
+        var (gpuId, fallback) = MlNetInternals.DeviceSettings(_env);
+        int available = Devices.NumGpus();
+        if (gpuId is int id)
+        {
+            if (id < available)
+                return Enumerable.Range(id, Math.Clamp(o.NumGpus, 1, available - id)).Select(Devices.Gpu).ToList();
+            if (!fallback)
+                throw new InvalidOperationException(
+                    $"MLContext.GpuDeviceId is {id} but {(available == 0 ? "CUDA is not available (CPU build of TorchSharp, or no GPU/driver)" : $"only {available} GPU(s) exist")}. " +
+                    "Set MLContext.FallbackToCpu = true to train on the CPU instead, or build with -p:TorchBackend=cuda on a machine with a GPU.");
+            ch.Warning(MessageSensitivity.None, $"GPU {id} is not available; falling back to the CPU (MLContext.FallbackToCpu).");
+            return [];
+        }
+        if (o.NumGpus > available)
+            ch.Warning(MessageSensitivity.None, $"NumGpus is {o.NumGpus} but {available} GPU(s) are available; using {(available == 0 ? "the CPU" : available.ToString(System.Globalization.CultureInfo.InvariantCulture))}.");
+        return Enumerable.Range(0, Math.Min(o.NumGpus, available)).Select(Devices.Gpu).ToList();
+    }
+}

@@ -1,0 +1,160 @@
+using MlNetGuide.Modules;
+using MlNetGuide.Training;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>The three tasks an estimator can train for.</summary>
+public enum NeuralTask
+{
+    /// <summary>Predict a number: <c>Score</c> (Single) against a Single label.</summary>
+    Regression,
+
+    /// <summary>Predict true/false: <c>Score</c> (logit), <c>Probability</c>, <c>PredictedLabel</c> (Boolean) against a Boolean label.</summary>
+    BinaryClassification,
+
+    /// <summary>Predict one of K classes: <c>Score</c> (K probabilities), <c>PredictedLabel</c> (key) against a key label.</summary>
+    MulticlassClassification,
+}
+
+/// <summary>How training reacts to a NaN or infinite feature value.</summary>
+public enum NonFiniteFeaturePolicy
+{
+    /// <summary>Fail at Fit, naming the column and the row (default: nothing is dropped silently).</summary>
+    Throw,
+
+    /// <summary>Leave such rows out of training and validation, and log how many were skipped.</summary>
+    SkipRow,
+}
+
+/// <summary>The optimizer <see cref="TrainableModule.ConfigureOptimizers"/> creates.</summary>
+public enum OptimizerKind
+{
+    /// <summary>Plain minibatch SGD (d2l's default).</summary>
+    Sgd,
+
+    /// <summary>Adam.</summary>
+    Adam,
+}
+
+/// <summary>
+/// Options shared by the neural-network estimators. Defaults are chosen to train a small MLP on tabular or image
+/// features in seconds on a CPU.
+/// </summary>
+public abstract class NeuralNetworkOptions
+{
+    /// <summary>Input column: a known-size vector of Single (or one Single). Default "Features".</summary>
+    public string FeatureColumnName { get; set; } = "Features";
+
+    /// <summary>Label column. Default "Label".</summary>
+    public string LabelColumnName { get; set; } = "Label";
+
+    /// <summary>Output column with the score. Default "Score".</summary>
+    public string ScoreColumnName { get; set; } = "Score";
+
+    /// <summary>The network. Default <c>NetworkArchitecture.Mlp(256)</c>.</summary>
+    public NetworkArchitecture Architecture { get; set; } = NetworkArchitecture.Mlp(256);
+
+    /// <summary>How the network's linear layers are initialized; null keeps the layers' own defaults. Default Xavier weights, zero biases.</summary>
+    public InitScheme? Init { get; set; } = InitScheme.Xavier;
+
+    /// <summary>Passes over the training data. Default 10.</summary>
+    public int Epochs { get; set; } = 10;
+
+    /// <summary>Rows per training batch. Default 128.</summary>
+    public int BatchSize { get; set; } = 128;
+
+    /// <summary>Learning rate. Default 0.1 (SGD).</summary>
+    public double LearningRate { get; set; } = 0.1;
+
+    /// <summary>Optimizer. Default <see cref="OptimizerKind.Sgd"/>.</summary>
+    public OptimizerKind Optimizer { get; set; } = OptimizerKind.Sgd;
+
+    /// <summary>GPUs to train on (d2l's <c>num_gpus</c>); more than exist are clamped, with a log line. Default 0 (CPU).
+    /// <c>MLContext.GpuDeviceId</c>, when set, picks the first device and takes precedence.</summary>
+    public int NumGpus { get; set; }
+
+    /// <summary>Global gradient-norm bound; 0 turns clipping off. Default 0.</summary>
+    public double GradientClipVal { get; set; }
+
+    /// <summary>Fraction of rows held out (by a seeded hash of the row id) to report validation loss/accuracy. Default 0.</summary>
+    public double ValidationFraction { get; set; }
+
+    /// <summary>What to do with NaN or infinite features at Fit. Default <see cref="NonFiniteFeaturePolicy.Throw"/>.
+    /// At scoring, such a row gets NaN scores (and a missing predicted label) without affecting other rows.</summary>
+    public NonFiniteFeaturePolicy NonFiniteFeatures { get; set; } = NonFiniteFeaturePolicy.Throw;
+
+    /// <summary>Rows per forward pass when scoring with Transform. Default 512.</summary>
+    public int ScoringBatchSize { get; set; } = 512;
+
+    /// <summary>Seed for initialization and shuffling; null derives it from the MLContext's seed. Default null.</summary>
+    public int? Seed { get; set; }
+
+    /// <summary>Called after every epoch (progress displays). May be null.</summary>
+    public Action<EpochMetrics>? EpochCompleted { get; set; }
+
+    /// <summary>Cancels training between batches. Default none.</summary>
+    public CancellationToken CancellationToken { get; set; }
+
+    internal abstract NeuralTask Task { get; }
+
+    internal virtual string? ProbabilityColumnName => null;
+
+    internal virtual string? PredictedLabelColumnName => null;
+
+    internal void Validate()
+    {
+        static void Name(string? value, string what)
+        {
+            if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{what} must name a column.", what);
+        }
+        Name(FeatureColumnName, nameof(FeatureColumnName));
+        Name(LabelColumnName, nameof(LabelColumnName));
+        Name(ScoreColumnName, nameof(ScoreColumnName));
+        ArgumentNullException.ThrowIfNull(Architecture, nameof(Architecture));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(Epochs, nameof(Epochs));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(BatchSize, nameof(BatchSize));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(ScoringBatchSize, nameof(ScoringBatchSize));
+        ArgumentOutOfRangeException.ThrowIfNegative(NumGpus, nameof(NumGpus));
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
+            throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "The learning rate must be a positive, finite number.");
+        if (!(GradientClipVal >= 0) || double.IsInfinity(GradientClipVal))
+            throw new ArgumentOutOfRangeException(nameof(GradientClipVal), GradientClipVal, "Must be a finite number >= 0 (0 turns clipping off).");
+        if (!(ValidationFraction >= 0 && ValidationFraction < 1))
+            throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction, "Must be in [0, 1).");
+        if (PredictedLabelColumnName is { } p) Name(p, "PredictedLabelColumnName");
+        if (ProbabilityColumnName is { } q) Name(q, "ProbabilityColumnName");
+    }
+}
+
+/// <summary>Options of <see cref="NeuralNetworkEstimator"/> for regression.</summary>
+public sealed class RegressionNeuralNetworkOptions : NeuralNetworkOptions
+{
+    /// <summary>Creates options with a smaller default learning rate (0.01) suited to squared error.</summary>
+    public RegressionNeuralNetworkOptions() => LearningRate = 0.01;
+
+    internal override NeuralTask Task => NeuralTask.Regression;
+}
+
+/// <summary>Options of <see cref="NeuralNetworkEstimator"/> for binary classification.</summary>
+public sealed class BinaryNeuralNetworkOptions : NeuralNetworkOptions
+{
+    /// <summary>Output column with the probability of <c>true</c>. Default "Probability".</summary>
+    public string ProbabilityColumn { get; set; } = "Probability";
+
+    /// <summary>Output column with the predicted Boolean. Default "PredictedLabel".</summary>
+    public string PredictedLabelColumn { get; set; } = "PredictedLabel";
+
+    internal override NeuralTask Task => NeuralTask.BinaryClassification;
+    internal override string? ProbabilityColumnName => ProbabilityColumn;
+    internal override string? PredictedLabelColumnName => PredictedLabelColumn;
+}
+
+/// <summary>Options of <see cref="NeuralNetworkEstimator"/> for multiclass classification.</summary>
+public sealed class MulticlassNeuralNetworkOptions : NeuralNetworkOptions
+{
+    /// <summary>Output column with the predicted key. Default "PredictedLabel".</summary>
+    public string PredictedLabelColumn { get; set; } = "PredictedLabel";
+
+    internal override NeuralTask Task => NeuralTask.MulticlassClassification;
+    internal override string? PredictedLabelColumnName => PredictedLabelColumn;
+}

@@ -1,0 +1,155 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetGuide.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>Where a getter reads its row's outputs: a block of results and the row within it.</summary>
+internal sealed class ResultRow
+{
+    public float[] Values = [];
+    public bool[] NonFinite = [];
+    public int Row;
+}
+
+/// <summary>
+/// The trained network and what its outputs mean: runs batched forward passes (thread-safe: no_grad and dispose
+/// scopes are per thread, the module is only read) and describes and serves the output columns.
+/// </summary>
+internal sealed class NeuralScorer : IDisposable
+{
+    public NeuralScorer(NeuralTask task, nn.Module<Tensor, Tensor> module, Device device, int featureCount, int outputs,
+        string featureColumn, string scoreColumn, string? probabilityColumn, string? predictedLabelColumn, KeyValues? keyValues)
+    {
+        Task = task;
+        Module = module;
+        Device = device;
+        FeatureCount = featureCount;
+        Outputs = outputs;
+        FeatureColumn = featureColumn;
+        ScoreColumn = scoreColumn;
+        ProbabilityColumn = probabilityColumn;
+        PredictedLabelColumn = predictedLabelColumn;
+        KeyValues = keyValues;
+        module.eval();
+    }
+
+    public NeuralTask Task { get; }
+    public nn.Module<Tensor, Tensor> Module { get; }
+    public Device Device { get; }
+    public int FeatureCount { get; }
+    public int Outputs { get; }
+    public string FeatureColumn { get; }
+    public string ScoreColumn { get; }
+    public string? ProbabilityColumn { get; }
+    public string? PredictedLabelColumn { get; }
+    public KeyValues? KeyValues { get; }
+
+    /// <summary>Values stored per row: K probabilities for multiclass, one number otherwise.</summary>
+    public int Width => Task == NeuralTask.MulticlassClassification ? Outputs : 1;
+
+    /// <summary>
+    /// One forward pass over <paramref name="rows"/> rows of <paramref name="x"/>; fills <paramref name="result"/>.
+    /// Rows with a non-finite feature are zeroed for the pass and flagged, so they cannot affect other rows.
+    /// </summary>
+    public void Score(float[] x, int rows, ResultRow result)
+    {
+        if (result.Values.Length < rows * Width) result.Values = new float[rows * Width];
+        if (result.NonFinite.Length < rows) result.NonFinite = new bool[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            var span = x.AsSpan(r * FeatureCount, FeatureCount);
+            bool bad = false;
+            foreach (var v in span) if (!float.IsFinite(v)) { bad = true; break; }
+            result.NonFinite[r] = bad;
+            if (bad) span.Clear();
+        }
+        using (var scope = NewDisposeScope())
+        using (no_grad())
+        {
+            var input = tensor(x.AsSpan(0, rows * FeatureCount).ToArray(), new long[] { rows, FeatureCount });
+            if (Device.type != DeviceType.CPU) input = input.to(Device);
+            var output = Module.call(input);
+            if (output.dim() == 1) output = output.unsqueeze(1);
+            if (output.shape[0] != rows || output.shape[1] != Outputs)
+                throw new InvalidOperationException(
+                    $"The network returned shape [{string.Join(", ", output.shape)}] for {rows} rows; the {Task} task needs [{rows}, {Outputs}].");
+            if (Task == NeuralTask.MulticlassClassification) output = nn.functional.softmax(output, 1);
+            output = output.to_type(ScalarType.Float32).cpu().contiguous();
+            output.data<float>().CopyTo(result.Values.AsSpan(0, rows * Width));
+        }
+        for (int r = 0; r < rows; r++)
+            if (result.NonFinite[r]) result.Values.AsSpan(r * Width, Width).Fill(float.NaN);
+    }
+
+    /// <summary>The output columns, in order, with their types and annotations.</summary>
+    public void AddOutputColumns(DataViewSchema.Builder builder)
+    {
+        if (Task == NeuralTask.MulticlassClassification)
+        {
+            var score = new DataViewSchema.Annotations.Builder();
+            score.Add("ScoreColumnKind", TextDataViewType.Instance, (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = "MulticlassClassification".AsMemory()));
+            score.Add("ScoreValueKind", TextDataViewType.Instance, (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = "Score".AsMemory()));
+            builder.AddColumn(ScoreColumn, new VectorDataViewType(NumberDataViewType.Single, Outputs), score.ToAnnotations());
+            var label = new DataViewSchema.Annotations.Builder();
+            KeyValues?.AddTo(label);
+            builder.AddColumn(PredictedLabelColumn!, new KeyDataViewType(typeof(uint), Outputs), label.ToAnnotations());
+        }
+        else if (Task == NeuralTask.BinaryClassification)
+        {
+            builder.AddColumn(ScoreColumn, NumberDataViewType.Single, ScoreKind("BinaryClassification", "Score"));
+            builder.AddColumn(ProbabilityColumn!, NumberDataViewType.Single, ScoreKind("BinaryClassification", "Probability"));
+            builder.AddColumn(PredictedLabelColumn!, BooleanDataViewType.Instance, ScoreKind("BinaryClassification", "PredictedLabel"));
+        }
+        else
+            builder.AddColumn(ScoreColumn, NumberDataViewType.Single, ScoreKind("Regression", "Score"));
+    }
+
+    private static DataViewSchema.Annotations ScoreKind(string kind, string valueKind)
+    {
+        var b = new DataViewSchema.Annotations.Builder();
+        b.Add("ScoreColumnKind", TextDataViewType.Instance, (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = kind.AsMemory()));
+        b.Add("ScoreValueKind", TextDataViewType.Instance, (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = valueKind.AsMemory()));
+        return b.ToAnnotations();
+    }
+
+    /// <summary>Number of output columns.</summary>
+    public int OutputColumnCount => Task switch { NeuralTask.MulticlassClassification => 2, NeuralTask.BinaryClassification => 3, _ => 1 };
+
+    /// <summary>A getter for output column <paramref name="index"/> (0-based among the outputs) reading from <paramref name="row"/>.</summary>
+    public Delegate Getter(int index, ResultRow row)
+    {
+        int k = Outputs;
+        switch (Task, index)
+        {
+            case (NeuralTask.MulticlassClassification, 0):
+                return (ValueGetter<VBuffer<float>>)((ref VBuffer<float> dst) =>
+                {
+                    var editor = VBufferEditor.Create(ref dst, k);
+                    row.Values.AsSpan(row.Row * k, k).CopyTo(editor.Values);
+                    dst = editor.Commit();
+                });
+            case (NeuralTask.MulticlassClassification, 1):
+                return (ValueGetter<uint>)((ref uint dst) =>
+                {
+                    if (row.NonFinite[row.Row]) { dst = 0; return; }
+                    var p = row.Values.AsSpan(row.Row * k, k);
+                    int best = 0;
+                    for (int i = 1; i < k; i++) if (p[i] > p[best]) best = i;
+                    dst = (uint)best + 1;
+                });
+            case (NeuralTask.BinaryClassification, 1):
+                return (ValueGetter<float>)((ref float dst) => dst = 1f / (1f + MathF.Exp(-row.Values[row.Row])));
+            case (NeuralTask.BinaryClassification, 2):
+                return (ValueGetter<bool>)((ref bool dst) => dst = row.Values[row.Row] > 0);
+            case (_, 0):
+                return (ValueGetter<float>)((ref float dst) => dst = row.Values[row.Row]);
+            default:
+                throw new ArgumentOutOfRangeException(nameof(index));
+        }
+    }
+
+    public void Dispose() => Module.Dispose();
+}
