@@ -47,6 +47,11 @@ internal sealed class NeuralScorer : IDisposable
     public string? PredictedLabelColumn { get; }
     public KeyValues? KeyValues { get; }
 
+    private long _forwardPasses;
+
+    /// <summary>Forward passes run so far (tests use it to prove scoring is batched).</summary>
+    public long ForwardPasses => Interlocked.Read(ref _forwardPasses);
+
     /// <summary>Values stored per row: K probabilities for multiclass, one number otherwise.</summary>
     public int Width => Task == NeuralTask.MulticlassClassification ? Outputs : 1;
 
@@ -66,6 +71,7 @@ internal sealed class NeuralScorer : IDisposable
             result.NonFinite[r] = bad;
             if (bad) span.Clear();
         }
+        Interlocked.Increment(ref _forwardPasses);
         using (var scope = NewDisposeScope())
         using (no_grad())
         {
