@@ -120,7 +120,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 using (var dry = zeros(1, source.FeatureCount)) trainable.Net.ApplyInit(dry);
             o.Init?.WithSeed(seed).Apply(trainable.Net);
             trainable.OptimizerFactory = o.Optimizer == OptimizerKind.Adam
-                ? (ps, lr) => optim.Adam(ps, lr)
+                ? (ps, lr) => new Adam(ps, lr)
                 : null;
             int epoch = 0;
             var data = new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,

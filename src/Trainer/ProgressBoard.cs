@@ -1,3 +1,4 @@
+using MlNetGuide.Modules;
 using OxyPlot;
 using OxyPlot.Axes;
 using OxyPlot.Legends;
@@ -45,7 +46,7 @@ public sealed class ProgressBoard : IDisposable
         {
             using var v = value.detach().reshape(1).to_type(ScalarType.Float64);
             if (p.Sum is null) p.Sum = v.clone().DetachFromDisposeScope();
-            else p.Sum.add_(v);
+            else p.Sum.add_(v, MlNetGuide.Modules.Scalars.One); // kept-alive alpha: see Scalars
         }
         p.XSum += x;
         p.Count++;

@@ -80,9 +80,9 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
     /// <summary>Builds the optimizer from the parameters and the learning rate; null means SGD.</summary>
     public Func<IEnumerable<TorchSharp.Modules.Parameter>, double, optim.Optimizer>? OptimizerFactory { get; set; }
 
-    /// <summary>The optimizer: <see cref="OptimizerFactory"/>, else SGD with <see cref="LearningRate"/>. Called by the Trainer after PrepareModel.</summary>
+    /// <summary>The optimizer: <see cref="OptimizerFactory"/>, else <see cref="Sgd"/> with <see cref="LearningRate"/>. Called by the Trainer after PrepareModel.</summary>
     public virtual optim.Optimizer ConfigureOptimizers() =>
-        OptimizerFactory is { } make ? make(parameters(), LearningRate) : optim.SGD(parameters(), LearningRate);
+        OptimizerFactory is { } make ? make(parameters(), LearningRate) : new Sgd(parameters(), LearningRate);
 
     /// <summary>
     /// Plots <paramref name="value"/> as <c>train_key</c> or <c>val_key</c> with d2l's x positions and averaging, and
@@ -109,7 +109,7 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
         using (no_grad())
         {
             using var v = value.detach().reshape(1).to_type(ScalarType.Float64);
-            if (_epochSums.TryGetValue(label, out var acc)) { acc.sum.add_(v); _epochSums[label] = (acc.sum, acc.count + 1); }
+            if (_epochSums.TryGetValue(label, out var acc)) { acc.sum.add_(v, Scalars.One); _epochSums[label] = (acc.sum, acc.count + 1); }
             else _epochSums[label] = (v.clone().DetachFromDisposeScope(), 1);
         }
     }
@@ -219,8 +219,8 @@ public class BinaryClassifier : TrainableModule
         ArgumentNullException.ThrowIfNull(batch);
         using var yHat = call(batch.X);
         using var l = Loss(yHat, batch.Y);
-        using var pred = yHat.reshape(-1).gt(0);
-        using var truth = batch.Y.reshape(-1).gt(0.5);
+        using var pred = yHat.reshape(-1).gt(Scalars.Zero);
+        using var truth = batch.Y.reshape(-1).gt(Scalars.Half);
         using var acc = pred.eq(truth).to_type(ScalarType.Float32).mean();
         Plot("loss", l, train: false);
         Plot("acc", acc, train: false);

@@ -164,7 +164,7 @@ public sealed class Trainer : IDisposable
         ValBatchIdx = 0;
         var history = new History();
         _firstBadBatch?.Dispose();
-        _firstBadBatch = full(1, double.PositiveInfinity, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();
+        _firstBadBatch = tensor(double.PositiveInfinity, device: Device).DetachFromDisposeScope(); // 0-d, made on the device
         for (Epoch = 0; Epoch < MaxEpochs; Epoch++)
         {
             var watch = Stopwatch.StartNew();
@@ -254,8 +254,10 @@ public sealed class Trainer : IDisposable
         using var noGrad = no_grad();
         var grads = model.parameters().Where(p => p.requires_grad).Select(p => p.grad).OfType<Tensor>().ToList();
         if (grads.Count == 0) return;
-        var norm = stack(grads.Select(g => g.pow(2).sum().to_type(ScalarType.Float32)).ToArray()).sum().sqrt();
-        var scale = (gradClipVal / (norm + 1e-6)).clamp_max(1.0);
+        using var theta = gradClipVal.ToScalar();
+        using var eps = 1e-6.ToScalar();
+        var norm = stack(grads.Select(g => g.mul(g).sum().to_type(ScalarType.Float32)).ToArray()).sum().sqrt();
+        var scale = norm.add(eps, Scalars.One).reciprocal().mul_(theta).clamp_max(Scalars.One); // min(1, θ / (‖g‖ + ε))
         foreach (var g in grads) g.mul_(scale.to_type(g.dtype));
     }
 
@@ -286,9 +288,10 @@ public sealed class Trainer : IDisposable
             var dev = Gpus[i];
             var x = xs[i].to(dev);
             var y = ys[i].to(dev);
-            var share = model.Loss(modules[i].call(x), y) * ((double)x.shape[0] / batch.Size);
+            using var weight = ((double)x.shape[0] / batch.Size).ToScalar();
+            var share = model.Loss(modules[i].call(x), y).mul(weight);
             share.backward();
-            total = total + share.detach().to(Device);
+            total = total.add(share.detach().to(Device), Scalars.One);
         }
         using (no_grad())
         {
@@ -327,8 +330,8 @@ public sealed class Trainer : IDisposable
 
     private void TrackFinite(Tensor loss)
     {
-        using var finite = loss.detach().isfinite().all().reshape(1);
-        using var idx = full(1, (double)TrainBatchIdx % NumTrainBatches, dtype: ScalarType.Float64, device: _firstBadBatch!.device);
+        using var finite = loss.detach().isfinite().all();
+        using var idx = tensor((double)(TrainBatchIdx % NumTrainBatches), device: _firstBadBatch!.device);
         using var candidate = where(finite, _firstBadBatch, _firstBadBatch.minimum(idx));
         _firstBadBatch.copy_(candidate);
     }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.IO.Compression;
+using MlNetGuide.Tests.Shared;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

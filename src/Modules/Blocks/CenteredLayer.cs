@@ -13,6 +13,6 @@ public sealed class CenteredLayer : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var mean = x.mean();
-        return x - mean;
+        return x.add(mean, Scalars.MinusOne); // x - mean, with a kept-alive alpha (see Scalars)
     }
 }

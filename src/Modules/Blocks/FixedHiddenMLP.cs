@@ -33,11 +33,11 @@ public sealed class FixedHiddenMLP : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = linear.call(x);
-        h = nn.functional.relu(h.matmul(_randWeight) + 1);
+        h = nn.functional.relu(h.matmul(_randWeight).add_(Scalars.One, Scalars.One)); // X W + 1 (kept-alive Scalars)
         h = linear.call(h); // the same layer again: its parameters are shared
         // Control flow in the forward pass; each test of the condition reads a number back from the device.
         while (h.abs().sum().item<float>() > 1)
-            h = h / 2;
+            h = h.mul(Scalars.Half); // X /= 2
         return h.sum().MoveToOuterDisposeScope();
     }
 

@@ -35,7 +35,7 @@ public sealed class MyLinear : nn.Module<Tensor, Tensor>, ILinearLayer
     /// <inheritdoc />
     public override Tensor forward(Tensor x)
     {
-        using var linear = x.matmul(Weight).add_(Bias);
+        using var linear = x.matmul(Weight).add_(Bias, Scalars.One); // a kept-alive alpha: see Scalars
         return nn.functional.relu(linear);
     }
 }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MlNetGuide.Modules;
@@ -60,8 +61,12 @@ public abstract class Initializer
     private sealed class NormalInit(double mean, double std) : Initializer
     {
         private readonly double _std = std >= 0 ? std : throw new ArgumentOutOfRangeException(nameof(std), std, "std must be >= 0");
-        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g) =>
-            randn(shape, dtype: ScalarType.Float32, generator: g).mul_(_std).add_(mean).to_type(dtype);
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g)
+        {
+            using var std = _std.ToScalar();
+            using var mu = mean.ToScalar();
+            return randn(shape, dtype: ScalarType.Float32, generator: g).mul_(std).add_(mu, Scalars.One).to_type(dtype);
+        }
         public override string ToString() => $"Normal({mean}, {_std})";
     }
 
@@ -73,14 +78,22 @@ public abstract class Initializer
             if (!(high >= low)) throw new ArgumentOutOfRangeException(nameof(high), high, $"high must be >= low ({low})");
             (_low, _high) = (low, high);
         }
-        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g) =>
-            rand(shape, dtype: ScalarType.Float32, generator: g).mul_(_high - _low).add_(_low).to_type(dtype);
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g)
+        {
+            using var width = (_high - _low).ToScalar();
+            using var low = _low.ToScalar();
+            return rand(shape, dtype: ScalarType.Float32, generator: g).mul_(width).add_(low, Scalars.One).to_type(dtype);
+        }
         public override string ToString() => $"Uniform({_low}, {_high})";
     }
 
     private sealed class ConstantInit(double value) : Initializer
     {
-        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g) => full(shape, value, dtype: dtype);
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g)
+        {
+            using var v = value.ToScalar();
+            return full(shape, v, dtype: dtype);
+        }
         public override string ToString() => value == 0 ? "Zeros" : $"Constant({value})";
     }
 
@@ -93,7 +106,9 @@ public abstract class Initializer
             long receptive = shape.Skip(2).Aggregate(1L, (a, b) => a * b);
             double fanIn = shape[1] * receptive, fanOut = shape[0] * receptive;
             double a = gain * Math.Sqrt(6.0 / (fanIn + fanOut));
-            return rand(shape, dtype: ScalarType.Float32, generator: g).mul_(2 * a).sub_(a).to_type(dtype);
+            using var width = (2 * a).ToScalar();
+            using var minusA = (-a).ToScalar();
+            return rand(shape, dtype: ScalarType.Float32, generator: g).mul_(width).add_(minusA, Scalars.One).to_type(dtype);
         }
         public override string ToString() => $"XavierUniform(gain={gain})";
     }
@@ -102,8 +117,11 @@ public abstract class Initializer
     {
         protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g)
         {
-            var w = rand(shape, dtype: ScalarType.Float32, generator: g).mul_(20).sub_(10);
-            return w.mul_(w.abs().ge(5)).to_type(dtype);
+            using var twenty = 20.0.ToScalar();
+            using var minusTen = (-10.0).ToScalar();
+            using var five = 5.0.ToScalar();
+            var w = rand(shape, dtype: ScalarType.Float32, generator: g).mul_(twenty).add_(minusTen, Scalars.One);
+            return w.mul_(w.abs().ge(five)).to_type(dtype);
         }
         public override string ToString() => "ChapterCustom(U(5,10) w.p. 1/4, 0 w.p. 1/2, U(-10,-5) w.p. 1/4)";
     }

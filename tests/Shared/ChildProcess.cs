@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace MlNetGuide.Modules.Tests;
+namespace MlNetGuide.Tests.Shared;
 
 /// <summary>Runs the probe (tests/Probe) as a second process.</summary>
 internal static class ChildProcess

@@ -1,0 +1,99 @@
+using System.Globalization;
+using MlNetGuide.Samples.Digits;
+using MlNetGuide.Training;
+using Spectre.Console;
+
+// The main job (README's first command). Options are few and flat, so they are parsed here rather than with a CLI
+// framework: each one is named in the usage text and a bad value fails with a message naming it.
+const string Usage = """
+    Usage: dotnet run --project samples/Digits -c Release -- [options]
+      --epochs N          passes over the training data (default 20)
+      --batch-size N      rows per batch (default 64)
+      --lr X              learning rate (default 0.2)
+      --num-gpus N        GPUs to train on; more than exist are clamped (default 0)
+      --seed N            MLContext seed (default 1)
+      --limit N           use only the first N digits (default: all 10,000)
+      --output DIR        where the model zip, PNG and metrics.json go (default ./artifacts)
+      --data PATH         the digits file (default data/mnist-digits-10k.csv.gz)
+      --min-accuracy X    fail below this held-out accuracy (default 0.94)
+      --beat-baseline B   fail unless we beat LbfgsMaximumEntropy: true|false (default true)
+    """;
+
+DigitsSettings settings;
+try
+{
+    settings = Parse(args);
+}
+catch (ArgumentException ex)
+{
+    Console.Error.WriteLine(ex.Message);
+    Console.Error.WriteLine(Usage);
+    return 2;
+}
+if (settings is null) { Console.WriteLine(Usage); return 0; }
+
+var interactive = AnsiConsole.Profile.Capabilities.Interactive;
+DigitsReport report;
+if (interactive)
+{
+    report = AnsiConsole.Progress()
+        .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+        .Start(ctx =>
+        {
+            var task = ctx.AddTask("Preparing", maxValue: settings.Epochs);
+            return DigitsJob.Run(settings,
+                progress: m =>
+                {
+                    task.Description = Describe(m, settings.Epochs);
+                    task.Increment(1);
+                },
+                status: line => AnsiConsole.MarkupLine($"[grey]{Markup.Escape(line)}[/]"));
+        });
+}
+else
+{
+    report = DigitsJob.Run(settings, m => Console.WriteLine(Describe(m, settings.Epochs)), Console.WriteLine);
+}
+
+var table = new Table().AddColumns("", "accuracy", "macro accuracy", "log-loss", "train seconds");
+table.AddRow("MlNetGuide chapter MLP", P(report.Accuracy), P(report.MacroAccuracy), F(report.LogLoss), F(report.TrainSeconds));
+table.AddRow("ML.NET LbfgsMaximumEntropy", P(report.Baseline.Accuracy), P(report.Baseline.MacroAccuracy), F(report.Baseline.LogLoss), F(report.Baseline.TrainSeconds));
+AnsiConsole.Write(table);
+Console.WriteLine($"Scoring: {report.ScoringRowsPerSecond:N0} rows/s through Transform. Reloaded model identical: {report.ReloadIdentical}.");
+Console.WriteLine($"Wrote {Path.Combine(settings.Output, "digits-model.zip")}, training-curve.png, metrics.json, model-summary.txt");
+foreach (var failure in report.Failures) Console.Error.WriteLine($"CHECK FAILED: {failure}");
+return report.Failures.Count == 0 ? 0 : 1;
+
+static string Describe(EpochMetrics m, int epochs) =>
+    $"epoch {m.Epoch}/{epochs}  loss {m.TrainLoss:F3}" + (m.ValAccuracy is double a ? $"  val acc {a:P1}" : "");
+
+static string P(double v) => v.ToString("P2", CultureInfo.InvariantCulture);
+static string F(double v) => v.ToString("F3", CultureInfo.InvariantCulture);
+
+static DigitsSettings Parse(string[] args)
+{
+    var s = new DigitsSettings();
+    for (int i = 0; i < args.Length; i++)
+    {
+        string name = args[i];
+        if (name is "-h" or "--help") return null!;
+        string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{name} needs a value.");
+        int Int(int min) => int.TryParse(Value(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min ? v : throw new ArgumentException($"{name} needs an integer >= {min}; got '{args[i]}'.");
+        double Double() => double.TryParse(Value(), NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && double.IsFinite(v) ? v : throw new ArgumentException($"{name} needs a number; got '{args[i]}'.");
+        s = name switch
+        {
+            "--epochs" => s with { Epochs = Int(1) },
+            "--batch-size" => s with { BatchSize = Int(1) },
+            "--lr" => s with { LearningRate = Double() is var lr && lr > 0 ? lr : throw new ArgumentException("--lr must be > 0.") },
+            "--num-gpus" => s with { NumGpus = Int(0) },
+            "--seed" => s with { Seed = Int(0) },
+            "--limit" => s with { Limit = Int(50) },
+            "--output" => s with { Output = Value() },
+            "--data" => s with { DataPath = Value() },
+            "--min-accuracy" => s with { MinAccuracy = Double() },
+            "--beat-baseline" => s with { BeatBaseline = bool.TryParse(Value(), out var b) ? b : throw new ArgumentException($"--beat-baseline needs true or false; got '{args[i]}'.") },
+            _ => throw new ArgumentException($"Unknown option '{name}'."),
+        };
+    }
+    return s;
+}
