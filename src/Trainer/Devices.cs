@@ -48,12 +48,12 @@ public static class Devices
     /// Throws <see cref="DeviceMismatchException"/> naming both devices when <paramref name="a"/> and
     /// <paramref name="b"/> live on different devices (libtorch would fail later with a less helpful error).
     /// </summary>
-    public static void EnsureSameDevice(Tensor a, Tensor b, string whatA = "first tensor", string whatB = "second tensor")
+    public static void EnsureSameDevice(Tensor a, Tensor b, string whatA = "the first tensor", string whatB = "the second tensor")
     {
         ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(b);
         Device da = Of(a), db = Of(b);
         if (!Same(da, db))
-            throw new DeviceMismatchException($"The {whatA} is on {Name(da)} but the {whatB} is on {Name(db)}; move one with .to(device) first.");
+            throw new DeviceMismatchException($"{char.ToUpperInvariant(whatA[0])}{whatA[1..]} is on {Name(da)} but {whatB} is on {Name(db)}; move one with .to(device) first.");
     }
 }

@@ -325,7 +325,7 @@ public sealed class Trainer : IDisposable
         var p = Model!.parameters().FirstOrDefault();
         if (p is null) return;
         foreach (var t in batch.Tensors)
-            Devices.EnsureSameDevice(p, t, "model", "batch");
+            Devices.EnsureSameDevice(p, t, "the model", "the batch");
     }
 
     private void TrackFinite(Tensor loss)
