@@ -18,9 +18,29 @@ internal static class ChildProcess
         return Process.Start(psi) ?? throw new InvalidOperationException("could not start the probe");
     }
 
-    public static string RunProbe(params string[] args)
+    public static string RunProbe(params string[] args) => Run(StartProbe(args), args);
+
+    /// <summary>Runs an app built beside the tests (e.g. "Digits.dll") with dotnet; returns (exit code, stdout, stderr).</summary>
+    public static (int exitCode, string stdout, string stderr) RunApp(string dll, params string[] args)
     {
-        using var p = StartProbe(args);
+        var psi = new ProcessStartInfo(DotnetHost) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, dll));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["NO_COLOR"] = "1";
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {dll}");
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{dll} {string.Join(' ', args)} did not finish in 5 minutes");
+        }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    private static string Run(Process started, string[] args)
+    {
+        using var p = started;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         if (!p.WaitForExit(TimeSpan.FromMinutes(2)))
