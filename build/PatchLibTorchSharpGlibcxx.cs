@@ -8,6 +8,7 @@ using System.IO;
 using System.Text;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
+using Task = Microsoft.Build.Utilities.Task;
 
 public class PatchLibTorchSharpGlibcxx : Task
 {
