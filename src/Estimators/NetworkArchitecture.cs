@@ -120,9 +120,14 @@ public static class NeuralModuleRegistry
     internal static nn.Module<Tensor, Tensor> Create(string name, ModuleRequest request)
     {
         if (!Factories.TryGetValue(name, out var factory))
-            throw new InvalidOperationException(
+            throw new ModuleNotRegisteredException(
                 $"No module factory is registered under '{name}'. Call NeuralModuleRegistry.Register(\"{name}\", request => new YourModule(...)) " +
                 "(or NetworkArchitecture.Custom(name, factory)) in this process before training or loading the model.");
         return factory(request) ?? throw new InvalidOperationException($"The factory registered under '{name}' returned null.");
     }
+}
+
+/// <summary>A saved model or an architecture names a module factory that this process has not registered.</summary>
+public sealed class ModuleNotRegisteredException(string message) : InvalidOperationException(message)
+{
 }

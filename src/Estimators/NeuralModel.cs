@@ -116,6 +116,7 @@ public static class NeuralModel
             Flush(always: false);
             WriteEntry(zip, ManifestEntry, s => JsonSerializer.Serialize(s, manifest, Json));
         }
+        Integrity.SealZip(ms); // a flipped bit anywhere in the zip fails the load instead of changing a weight
         return ms.ToArray();
     }
 
@@ -126,9 +127,11 @@ public static class NeuralModel
         using var copy = new MemoryStream();
         stream.CopyTo(copy);
         copy.Position = 0;
+        var device = LoadDevice(ml);
         var loaded = new List<ITransformer>();
         try
         {
+            Integrity.VerifyZip(copy, source);
             using var zip = new ZipArchive(copy, ZipArchiveMode.Read);
             var manifestEntry = zip.GetEntry(ManifestEntry)
                 ?? throw new ModelFormatException($"{source} was not saved by NeuralModel.Save (it has no {ManifestEntry}); load an ordinary ML.NET model with mlContext.Model.Load.");
@@ -153,7 +156,7 @@ public static class NeuralModel
                         break;
                     }
                     case "neural":
-                        loaded.Add(LoadNeural(ml, zip, part.Entry, source));
+                        loaded.Add(LoadNeural(zip, part.Entry, source, device));
                         break;
                     default:
                         throw new ModelFormatException($"{source}: unknown part kind '{part.Kind}'.");
@@ -162,7 +165,7 @@ public static class NeuralModel
             inputSchema = schema!;
             return new TransformerChain<ITransformer>(loaded.ToArray());
         }
-        catch (Exception ex) when (ex is InvalidDataException or JsonException or EndOfStreamException or FormatException or KeyNotFoundException)
+        catch (Exception ex) when (ex is not (ModelFormatException or ModuleNotRegisteredException or OutOfMemoryException))
         {
             foreach (var t in loaded) (t as IDisposable)?.Dispose();
             throw new ModelFormatException($"{source} is not a readable MlNetGuide model: {ex.Message}", ex);
@@ -174,7 +177,7 @@ public static class NeuralModel
         }
     }
 
-    private static NeuralNetworkTransformer LoadNeural(MLContext ml, ZipArchive zip, string entry, string source)
+    private static NeuralNetworkTransformer LoadNeural(ZipArchive zip, string entry, string source, Device device)
     {
         var config = ReadJson<NeuralConfig>(Entry(zip, entry + ".json", source), source);
         if (!Enum.TryParse<NeuralTask>(config.Task, out var task))
@@ -197,7 +200,6 @@ public static class NeuralModel
                 weights.Position = 0;
                 StateDict.Load(module, weights, TensorFileFormat.TorchSharp);
             }
-            var device = LoadDevice(ml);
             if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
             var keyValues = config.KeyValueType is null ? null : KeyValues.Parse(config.KeyValueType, config.KeyValues ?? []);
             var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,

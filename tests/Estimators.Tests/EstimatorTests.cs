@@ -136,7 +136,12 @@ public sealed class EstimatorTests : IDisposable
             using var w = new StreamWriter(zip.CreateEntry("MlNetGuide/part1.json").Open());
             w.Write(json.Replace("test-transient", "never-registered"));
         }
-        var ex = Assert.Throws<InvalidOperationException>(() => NeuralModel.Load(new MLContext(), tampered, out _));
+        // The zip's SHA-256 seal notices the edit...
+        Assert.Contains("seal does not match", Assert.Throws<ModelFormatException>(() => NeuralModel.Load(new MLContext(), tampered, out _)).Message);
+        // ...and without the seal (as if written by hand), the unknown name is reported as such.
+        using (var zip = new System.IO.Compression.ZipArchive(File.Open(tampered, FileMode.Open), System.IO.Compression.ZipArchiveMode.Update))
+            zip.Entries.Single(e => e.Name == "mlnetguide.sha256").Delete();
+        var ex = Assert.Throws<ModuleNotRegisteredException>(() => NeuralModel.Load(new MLContext(), tampered, out _));
         Assert.Contains("No module factory is registered under 'never-registered'", ex.Message);
     }
 

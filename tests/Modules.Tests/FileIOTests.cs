@@ -243,6 +243,44 @@ public sealed class FileIOTests : IDisposable
     }
 
     [Fact]
+    public void TorchSharpsOwnLoaderReadsOurSealedFiles()
+    {
+        // Our TorchSharp-format files end with a SHA-256 trailer; TorchSharp's module.load stops before it.
+        using var net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1));
+        var path = PathOf("sealed.bin");
+        StateDict.Save(net, path);
+        using var other = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1));
+        other.load(path);
+        TensorAssert.Equal(((Linear)net[0]).weight, ((Linear)other[0]).weight);
+        // And we read files TorchSharp wrote itself (no trailer).
+        var plain = PathOf("plain.bin");
+        net.save(plain);
+        using var third = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1));
+        StateDict.Load(third, plain);
+        TensorAssert.Equal(((Linear)net[2]).weight, ((Linear)third[2]).weight);
+    }
+
+    [Theory, MemberData(nameof(Formats))]
+    public void AFlippedBitInOurFilesIsCaughtByTheSeal(TensorFileFormat format)
+    {
+        using var net = nn.Sequential(nn.Linear(30, 20), nn.Linear(20, 2));
+        var path = PathOf("sealed." + format);
+        StateDict.Save(net, path, format);
+        var bytes = File.ReadAllBytes(path);
+        var before = TensorAssert.Values(((Linear)net[0]).weight);
+        // Flip a bit inside a weight's bytes where they are stored raw (native, safetensors); PyBridge deflates its
+        // zip entries, so there flip a bit in the middle of the file.
+        int at = bytes.AsSpan().LastIndexOf(BitConverter.GetBytes(((Linear)net[0]).weight.data<float>()[100]));
+        if (format == TensorFileFormat.PyTorch) at = bytes.Length / 2;
+        Assert.True(at > 0);
+        bytes[at] ^= 0x01;
+        File.WriteAllBytes(path, bytes);
+        var ex = Assert.Throws<ModelFormatException>(() => StateDict.Load(net, path));
+        if (format != TensorFileFormat.PyTorch) Assert.Contains("SHA-256", ex.Message);
+        Assert.Equal(before, TensorAssert.Values(((Linear)net[0]).weight));
+    }
+
+    [Fact]
     public void KilledSaveLeavesThePreviousFileIntact()
     {
         var path = PathOf("big.bin");

@@ -15,6 +15,28 @@ internal static class TensorDictCodec
 {
     public static void Write(Stream stream, IReadOnlyList<KeyValuePair<string, Tensor>> entries, TensorFileFormat format)
     {
+        using var buffer = new MemoryStream();
+        WriteUnsealed(buffer, entries, format);
+        byte[] bytes;
+        switch (format)
+        {
+            case TensorFileFormat.PyTorch:
+                Integrity.SealZip(buffer);
+                bytes = buffer.ToArray();
+                break;
+            case TensorFileFormat.Safetensors:
+                bytes = Integrity.SealSafetensors(buffer.ToArray());
+                break;
+            default:
+                bytes = Integrity.SealNative(buffer.ToArray());
+                break;
+        }
+        stream.Write(bytes);
+        stream.Flush();
+    }
+
+    private static void WriteUnsealed(Stream stream, IReadOnlyList<KeyValuePair<string, Tensor>> entries, TensorFileFormat format)
+    {
         switch (format)
         {
             case TensorFileFormat.Auto:
@@ -49,12 +71,19 @@ internal static class TensorDictCodec
             default:
                 throw new ArgumentOutOfRangeException(nameof(format), format, "unknown format");
         }
-        stream.Flush();
     }
 
     /// <summary>Reads every entry; the caller owns (and must dispose) the returned tensors.</summary>
-    public static List<KeyValuePair<string, Tensor>> Read(Stream stream, TensorFileFormat format, string source)
+    public static List<KeyValuePair<string, Tensor>> Read(Stream input, TensorFileFormat format, string source)
     {
+        // Read it all first: the seal is checked, and every size validated, before a tensor is allocated.
+        byte[] bytes;
+        using (var all = new MemoryStream())
+        {
+            input.CopyTo(all);
+            bytes = all.ToArray();
+        }
+        using var stream = new MemoryStream(bytes, writable: false);
         if (format == TensorFileFormat.Auto) format = Detect(stream, source);
         var result = new List<KeyValuePair<string, Tensor>>();
         try
@@ -62,10 +91,12 @@ internal static class TensorDictCodec
             switch (format)
             {
                 case TensorFileFormat.TorchSharp:
-                    ReadNative(stream, result);
+                    using (var payload = new MemoryStream(Integrity.OpenNative(bytes, source).ToArray(), writable: false))
+                        ReadNative(payload, result);
                     break;
                 case TensorFileFormat.PyTorch:
                 {
+                    Integrity.VerifyZip(stream, source);
                     Hashtable table = PyTorchUnpickler.UnpickleStateDict(stream, leaveOpen: true);
                     foreach (DictionaryEntry e in table)
                     {
@@ -76,6 +107,7 @@ internal static class TensorDictCodec
                     break;
                 }
                 case TensorFileFormat.Safetensors:
+                    Integrity.VerifySafetensors(bytes, source);
                     foreach (var (key, t) in Safetensors.LoadStateDict(stream, leaveOpen: true))
                         result.Add(new(key, t.DetachFromDisposeScope()));
                     break;
