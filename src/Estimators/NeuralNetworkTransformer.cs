@@ -55,6 +55,14 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     internal NeuralScorer Scorer => _scorer;
 
+    /// <summary>A short SHA-256 digest of the trained parameters (identical runs give identical digests).</summary>
+    public string WeightsDigest()
+    {
+        using var stream = new MemoryStream();
+        StateDict.Save(_scorer.Module, stream);
+        return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(stream.ToArray()))[..16];
+    }
+
     internal int ScoringBatchSize => _scoringBatchSize;
 
     /// <inheritdoc />

@@ -1,4 +1,7 @@
 using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetGuide.Estimators;
 using MlNetGuide.Modules;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -10,6 +13,7 @@ using static TorchSharp.torch;
 return args switch
 {
     ["gc-stress", var steps, var optimizer] => GcStress(int.Parse(steps, CultureInfo.InvariantCulture), optimizer),
+    ["train-digest", var seed] => TrainDigest(int.Parse(seed, CultureInfo.InvariantCulture)),
     ["mlp-forward", var path] => MlpForward(path),
     ["slow-save", var path, var mb] => SlowSave(path, int.Parse(mb, CultureInfo.InvariantCulture)),
     _ => Usage(),
@@ -58,10 +62,41 @@ static int GcStress(int steps, string optimizer)
     return 0;
 }
 
+// Trains the multiclass estimator on fixed synthetic data with MLContext(seed) and prints SHA-256 digests of the
+// trained weights and of every prediction: two processes with the same seed must print the same line.
+static int TrainDigest(int seed)
+{
+    var ml = new MLContext(seed: seed);
+    var rng = new Random(5);
+    var rows = Enumerable.Range(0, 400).Select(_ =>
+    {
+        var f = new[] { (float)rng.NextDouble(), (float)rng.NextDouble(), (float)rng.NextDouble() };
+        return new DigestRow { Features = f, Kind = f[0] > f[1] ? "a" : "b" };
+    }).ToList();
+    var raw = ml.Data.LoadFromEnumerable(rows);
+    var data = ml.Transforms.Conversion.MapValueToKey("Label", nameof(DigestRow.Kind)).Fit(raw).Transform(raw);
+    using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(architecture: NetworkArchitecture.Mlp(16), epochs: 5, batchSize: 32).Fit(data);
+    var scores = model.Transform(data).GetColumn<float[]>("Score").SelectMany(v => v).ToArray();
+    var path = Path.Combine(Path.GetTempPath(), $"probe-digest-{Environment.ProcessId}.zip");
+    NeuralModel.Save(ml, model, data.Schema, path);
+    var loaded = NeuralModel.Load(new MLContext(), path, out _);
+    File.Delete(path);
+    var reloaded = loaded.Transform(data).GetColumn<float[]>("Score").SelectMany(v => v).ToArray();
+    static string Hash(float[] v) => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan())))[..16];
+    Console.WriteLine($"weights {model.WeightsDigest()} predictions {Hash(scores)} reloaded {Hash(reloaded)}");
+    return 0;
+}
+
 static int Usage()
 {
-    Console.Error.WriteLine("usage: probe mlp-forward <path> | slow-save <path> <megabytes> | gc-stress <steps> <sgd|adam>");
+    Console.Error.WriteLine("usage: probe mlp-forward <path> | slow-save <path> <megabytes> | gc-stress <steps> <sgd|adam> | train-digest <seed>");
     return 2;
+}
+
+public sealed class DigestRow
+{
+    [Microsoft.ML.Data.VectorType(3)] public float[] Features { get; set; } = [];
+    public string Kind { get; set; } = "";
 }
 
 /// <summary>The architecture and input both processes agree on.</summary>
@@ -75,3 +110,4 @@ public static class ProbeNets
         return rand(new long[] { 4, 8 }, generator: g);
     }
 }
+
