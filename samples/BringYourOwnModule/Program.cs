@@ -83,8 +83,8 @@ static string FindIris()
 {
     foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
         for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "data", "iris.csv"))) return Path.Combine(dir.FullName, "data", "iris.csv");
-    throw new FileNotFoundException("data/iris.csv not found above the working directory or the program.");
+            if (File.Exists(Path.Combine(dir.FullName, "samples", "data", "iris.csv"))) return Path.Combine(dir.FullName, "samples", "data", "iris.csv");
+    throw new FileNotFoundException("samples/data/iris.csv not found above the working directory or the program.");
 }
 
 public sealed class IrisRow

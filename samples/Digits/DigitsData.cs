@@ -25,7 +25,7 @@ public sealed class DigitPrediction
     public float[] Score { get; set; } = [];
 }
 
-/// <summary>Reads the shipped digits file (data/mnist-digits-10k.csv.gz: header label,p0..p783).</summary>
+/// <summary>Reads the shipped digits file (samples/data/mnist-digits-10k.csv.gz: header label,p0..p783).</summary>
 public static class DigitsData
 {
     /// <summary>The default location: the repository's data folder, found from the working directory or the binary.</summary>
@@ -34,10 +34,10 @@ public static class DigitsData
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
             {
-                var candidate = Path.Combine(dir.FullName, "data", "mnist-digits-10k.csv.gz");
+                var candidate = Path.Combine(dir.FullName, "samples", "data", "mnist-digits-10k.csv.gz");
                 if (File.Exists(candidate)) return candidate;
             }
-        throw new FileNotFoundException("data/mnist-digits-10k.csv.gz not found above the working directory; pass --data PATH.");
+        throw new FileNotFoundException("samples/data/mnist-digits-10k.csv.gz not found above the working directory or the program; pass --data PATH.");
     }
 
     /// <summary>Reads up to <paramref name="limit"/> digits.</summary>

@@ -14,7 +14,7 @@ const string Usage = """
       --seed N            MLContext seed (default 1)
       --limit N           use only the first N digits (default: all 10,000)
       --output DIR        where the model zip, PNG and metrics.json go (default ./artifacts)
-      --data PATH         the digits file (default data/mnist-digits-10k.csv.gz)
+      --data PATH         the digits file (default samples/data/mnist-digits-10k.csv.gz)
       --min-accuracy X    fail below this held-out accuracy (default 0.94)
       --beat-baseline B   fail unless we beat LbfgsMaximumEntropy: true|false (default true)
     """;
