@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using System.Runtime.InteropServices;
 using MlNetGuide.Training;
 using static TorchSharp.torch;
 
@@ -43,14 +44,27 @@ internal sealed class DataViewBatchSource
     public long ValRows { get; private set; }
     public long SkippedRows { get; private set; }
 
-    /// <summary>One pass that validates every row (labels, finiteness) and counts the training and validation rows.</summary>
+    /// <summary>
+    /// Counts the training and validation rows. A pass over the data is needed only when rows are split off for
+    /// validation, when non-finite rows are skipped, or when the data view does not know its row count; otherwise
+    /// every row is validated as it streams through the first epoch (errors still surface inside Fit).
+    /// </summary>
     public void Scan()
     {
-        long train = 0, val = 0, skipped = 0;
-        foreach (var row in Rows(null))
+        bool skip = _options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow;
+        if (!skip && _options.ValidationFraction == 0 && _data.GetRowCount() is long known)
         {
-            if (row.Skip) { skipped++; continue; }
-            if (row.IsValidation) val++; else train++;
+            if (known == 0) throw new ArgumentException("The training data is empty.", "data");
+            (TrainRows, ValRows, SkippedRows) = (known, 0, 0);
+            return;
+        }
+        long train = 0, val = 0, skipped = 0;
+        var scratch = skip ? new float[FeatureCount] : [];
+        using var rows = new RowReader(this, null, readFeatures: skip);
+        while (rows.MoveNext())
+        {
+            if (skip && !rows.ReadFeatures(scratch)) { skipped++; continue; }
+            if (rows.IsValidation) val++; else train++;
         }
         if (train == 0)
             throw new ArgumentException(
@@ -63,96 +77,185 @@ internal sealed class DataViewBatchSource
     public int ValBatches => (int)((ValRows + _options.BatchSize - 1) / _options.BatchSize);
 
     /// <summary>The training batches of epoch <paramref name="epoch"/>, shuffled.</summary>
-    public IEnumerable<Batch> Train(int epoch)
-    {
-        var random = _data.CanShuffle ? new Random(HashCode32(_seed, epoch)) : null;
-        var windowRng = new Random(HashCode32(_seed ^ 0x5bd1e995, epoch));
-        int window = _data.CanShuffle ? _options.BatchSize : _options.BatchSize * WindowBatches;
-        return Batches(random, validation: false, window, shuffleWindow: !_data.CanShuffle ? windowRng : null);
-    }
+    public IEnumerable<Batch> Train(int epoch) =>
+        _data.CanShuffle
+            ? Direct(new Random(HashCode32(_seed, epoch)), validation: false)
+            : Windowed(new Random(HashCode32(_seed ^ 0x5bd1e995, epoch)));
 
     /// <summary>The validation batches, in order.</summary>
-    public IEnumerable<Batch> Validation() => Batches(null, validation: true, _options.BatchSize, null);
+    public IEnumerable<Batch> Validation() => Direct(null, validation: true);
 
-    private IEnumerable<Batch> Batches(Random? cursorRandom, bool validation, int window, Random? shuffleWindow)
+    /// <summary>Rows go from the cursor straight into the batch tensor's memory (the data view shuffles, if asked).</summary>
+    private IEnumerable<Batch> Direct(Random? random, bool validation)
     {
         int f = FeatureCount, b = _options.BatchSize;
-        var x = new float[window * f];
-        var y = new float[window];
-        var order = new int[window];
-        int filled = 0;
-        foreach (var row in Rows(cursorRandom))
+        using var rows = new RowReader(this, random, readFeatures: true);
+        while (true)
         {
-            if (row.Skip || row.IsValidation != validation) continue;
-            row.Features.CopyTo(x.AsSpan(filled * f, f));
-            y[filled] = row.Label;
-            if (++filled < window) continue;
-            foreach (var batch in Emit(x, y, order, filled, f, b, shuffleWindow)) yield return batch;
-            filled = 0;
-        }
-        if (filled > 0)
-            foreach (var batch in Emit(x, y, order, filled, f, b, shuffleWindow)) yield return batch;
-    }
-
-    private IEnumerable<Batch> Emit(float[] x, float[] y, int[] order, int count, int f, int b, Random? shuffle)
-    {
-        for (int i = 0; i < count; i++) order[i] = i;
-        if (shuffle is not null) shuffle.Shuffle(order.AsSpan(0, count));
-        var bx = new float[Math.Min(b, count) * f];
-        var by = new float[Math.Min(b, count)];
-        for (int start = 0; start < count; start += b)
-        {
-            int n = Math.Min(b, count - start);
-            if (bx.Length != n * f) { bx = new float[n * f]; by = new float[n]; }
-            for (int i = 0; i < n; i++)
+            var x = empty(b, f).DetachFromDisposeScope();
+            var y = new float[b];
+            var positions = new long[b];
+            int n = 0;
+            try
             {
-                int src = order[start + i];
-                Array.Copy(x, src * f, bx, i * f, f);
-                by[i] = y[src];
+                var memory = MemoryMarshal.Cast<byte, float>(x.bytes);
+                while (n < b && rows.MoveNext())
+                {
+                    if (rows.IsValidation != validation) continue;
+                    if (!rows.ReadFeatures(memory.Slice(n * f, f))) continue; // skipped (SkipRow policy)
+                    positions[n] = rows.Position;
+                    y[n++] = rows.Label;
+                }
+                CheckFinite(x, n, positions);
             }
-            yield return MakeBatch(bx, by, n, f);
+            catch
+            {
+                x.Dispose();
+                throw;
+            }
+            if (n == 0) { x.Dispose(); yield break; }
+            yield return MakeBatch(x, y, n);
+            if (n < b) yield break;
         }
     }
 
-    private Batch MakeBatch(float[] x, float[] y, int n, int f)
+    /// <summary>Rows are read into a window of 16 batches, then gathered in a shuffled order into the batch tensors.</summary>
+    private IEnumerable<Batch> Windowed(Random shuffle)
     {
-        var xt = tensor(x, new long[] { n, f }).DetachFromDisposeScope();
-        Tensor yt = _options.Task == NeuralTask.MulticlassClassification
-            ? tensor(y, new long[] { n }).to_type(ScalarType.Int64).DetachFromDisposeScope()
-            : tensor(y, new long[] { n }).DetachFromDisposeScope();
-        return new Batch(xt, yt);
+        int f = FeatureCount, b = _options.BatchSize, window = b * WindowBatches;
+        var rowsX = new float[window * f];
+        var rowsY = new float[window];
+        var rowsAt = new long[window];
+        var order = new int[window];
+        using var rows = new RowReader(this, null, readFeatures: true);
+        bool more = true;
+        while (more)
+        {
+            int filled = 0;
+            while (filled < window && (more = rows.MoveNext()))
+            {
+                if (rows.IsValidation) continue;
+                if (!rows.ReadFeatures(rowsX.AsSpan(filled * f, f))) continue;
+                rowsAt[filled] = rows.Position;
+                rowsY[filled++] = rows.Label;
+            }
+            for (int i = 0; i < filled; i++) order[i] = i;
+            shuffle.Shuffle(order.AsSpan(0, filled));
+            for (int start = 0; start < filled; start += b)
+            {
+                int n = Math.Min(b, filled - start);
+                var x = empty(n, f).DetachFromDisposeScope();
+                var memory = MemoryMarshal.Cast<byte, float>(x.bytes);
+                var y = new float[n];
+                var positions = new long[n];
+                for (int i = 0; i < n; i++)
+                {
+                    int src = order[start + i];
+                    rowsX.AsSpan(src * f, f).CopyTo(memory.Slice(i * f, f));
+                    y[i] = rowsY[src];
+                    positions[i] = rowsAt[src];
+                }
+                try { CheckFinite(x, n, positions); }
+                catch { x.Dispose(); throw; }
+                yield return MakeBatch(x, y, n);
+            }
+        }
     }
 
-    private readonly record struct Row(float[] Features, float Label, bool IsValidation, bool Skip);
-
-    /// <summary>Every row with its features, label (class index for multiclass), split and skip decision. Validates as it goes.</summary>
-    private IEnumerable<Row> Rows(Random? random)
+    /// <summary>
+    /// With the Throw policy rows are read unchecked and each batch is checked in one SIMD pass; only a batch
+    /// holding a NaN or infinity is scanned row by row, to name the first offending row.
+    /// </summary>
+    private void CheckFinite(Tensor x, int n, long[] positions)
     {
-        using var cursor = _data.GetRowCursor([_features, _label], random);
-        var features = ColumnChecks.FeatureReader(cursor, _features, FeatureCount);
-        var label = ColumnChecks.LabelReader(cursor, _label, _options.Task);
-        var id = cursor.GetIdGetter();
-        var buffer = new float[FeatureCount];
-        DataViewRowId rowId = default;
-        double fraction = _options.ValidationFraction;
-        while (cursor.MoveNext())
+        if (n == 0 || _options.NonFiniteFeatures != NonFiniteFeaturePolicy.Throw) return;
+        var memory = MemoryMarshal.Cast<byte, float>(x.bytes);
+        if (FiniteCheck.All(memory[..(n * FeatureCount)])) return;
+        long first = long.MaxValue;
+        for (int r = 0; r < n; r++)
+            foreach (var v in memory.Slice(r * FeatureCount, FeatureCount))
+                if (!float.IsFinite(v)) { first = Math.Min(first, positions[r]); break; }
+        throw new SchemaMismatchException(_features.Name, "finite feature values (or NonFiniteFeatures = SkipRow)", $"NaN or infinity in row {first}");
+    }
+
+    private Batch MakeBatch(Tensor x, float[] y, int n)
+    {
+        if (n < x.shape[0])
         {
-            features(buffer);
-            bool finite = true;
-            foreach (var v in buffer)
-                if (!float.IsFinite(v)) { finite = false; break; }
-            if (!finite && _options.NonFiniteFeatures == NonFiniteFeaturePolicy.Throw)
-                throw new SchemaMismatchException(_features.Name, "finite feature values (or NonFiniteFeatures = SkipRow)",
-                    $"NaN or infinity in row {cursor.Position}");
-            float y = label(cursor.Position);
-            bool isVal = false;
+            var view = x.narrow(0, 0, n).DetachFromDisposeScope(); // keeps the storage alive
+            x.Dispose();
+            x = view;
+        }
+        Tensor yt;
+        if (_options.Task == NeuralTask.MulticlassClassification)
+        {
+            var classes = new long[n];
+            for (int i = 0; i < n; i++) classes[i] = (long)y[i];
+            yt = tensor(classes, new long[] { n }).DetachFromDisposeScope();
+        }
+        else
+            yt = tensor(n == y.Length ? y : y[..n], new long[] { n }).DetachFromDisposeScope();
+        return new Batch(x, yt);
+    }
+
+    /// <summary>A cursor over features and labels that validates each row as it is read.</summary>
+    private sealed class RowReader : IDisposable
+    {
+        private readonly DataViewBatchSource _source;
+        private readonly DataViewRowCursor _cursor;
+        private readonly ColumnChecks.FeatureRead? _features;
+        private readonly Func<long, float> _label;
+        private readonly ValueGetter<DataViewRowId> _id;
+        private DataViewRowId _rowId;
+
+        public RowReader(DataViewBatchSource source, Random? random, bool readFeatures)
+        {
+            _source = source;
+            var columns = readFeatures ? new[] { source._features, source._label } : [source._label];
+            _cursor = source._data.GetRowCursor(columns, random);
+            _features = readFeatures ? ColumnChecks.FeatureReader(_cursor, source._features, source.FeatureCount) : null;
+            _label = ColumnChecks.LabelReader(_cursor, source._label, source._options.Task);
+            _id = _cursor.GetIdGetter();
+        }
+
+        public float Label { get; private set; }
+
+        public long Position => _cursor.Position;
+
+        public bool IsValidation { get; private set; }
+
+        public bool MoveNext()
+        {
+            if (!_cursor.MoveNext()) return false;
+            Label = _label(_cursor.Position);
+            double fraction = _source._options.ValidationFraction;
             if (fraction > 0)
             {
-                id(ref rowId);
-                isVal = Unit(rowId, _seed) < fraction;
+                _id(ref _rowId);
+                IsValidation = Unit(_rowId, _source._seed) < fraction;
             }
-            yield return new Row(buffer, y, isVal, !finite);
+            return true;
         }
+
+        /// <summary>
+        /// Reads the current row's features. With the SkipRow policy, returns false for a row with a non-finite value;
+        /// with Throw, the caller checks whole batches (see CheckFinite).
+        /// </summary>
+        public bool ReadFeatures(Span<float> destination)
+        {
+            _features!(destination);
+            if (_source._options.NonFiniteFeatures == NonFiniteFeaturePolicy.Throw) return true;
+            foreach (var v in destination)
+            {
+                if (float.IsFinite(v)) continue;
+                if (_source._options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow) return false;
+                throw new SchemaMismatchException(_source._features.Name, "finite feature values (or NonFiniteFeatures = SkipRow)",
+                    $"NaN or infinity in row {_cursor.Position}");
+            }
+            return true;
+        }
+
+        public void Dispose() => _cursor.Dispose();
     }
 
     // splitmix64 over the row id and seed: a stable, process-independent uniform number in [0, 1).

@@ -78,7 +78,7 @@ public sealed record NetworkArchitecture
         foreach (var h in r.HiddenWidths)
         {
             layers.Add(Linear(width, h));
-            layers.Add(nn.ReLU());
+            layers.Add(nn.ReLU(inplace: true)); // safe after Linear (its backward needs its input, not its output) and saves a pass
             width = h;
         }
         layers.Add(Linear(width, r.Outputs));

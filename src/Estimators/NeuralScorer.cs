@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetGuide.Training;
@@ -55,36 +56,50 @@ internal sealed class NeuralScorer : IDisposable
     /// <summary>Values stored per row: K probabilities for multiclass, one number otherwise.</summary>
     public int Width => Task == NeuralTask.MulticlassClassification ? Outputs : 1;
 
+    /// <summary>True when the first <paramref name="rows"/> rows of <paramref name="input"/> are all finite (one SIMD pass).</summary>
+    public bool AllFinite(Tensor input, int rows) => FiniteCheck.All(Rows(input)[..(rows * FeatureCount)]);
+
+    /// <summary>A CPU tensor of <paramref name="rows"/> x features that readers fill through <see cref="Rows"/>.</summary>
+    public Tensor NewInput(int rows) => empty(rows, FeatureCount).DetachFromDisposeScope();
+
+    /// <summary>The memory of an input tensor from <see cref="NewInput"/>, row-major.</summary>
+    public static Span<float> Rows(Tensor input) => MemoryMarshal.Cast<byte, float>(input.bytes);
+
     /// <summary>
-    /// One forward pass over <paramref name="rows"/> rows of <paramref name="x"/>; fills <paramref name="result"/>.
-    /// Rows with a non-finite feature are zeroed for the pass and flagged, so they cannot affect other rows.
+    /// One forward pass over the first <paramref name="rows"/> rows of <paramref name="input"/>; fills
+    /// <paramref name="result"/>. Rows with a non-finite feature are zeroed for the pass and flagged, so they cannot
+    /// affect other rows.
     /// </summary>
-    public void Score(float[] x, int rows, ResultRow result)
+    public void Score(Tensor input, int rows, ResultRow result)
     {
         if (result.Values.Length < rows * Width) result.Values = new float[rows * Width];
         if (result.NonFinite.Length < rows) result.NonFinite = new bool[rows];
-        for (int r = 0; r < rows; r++)
+        Array.Clear(result.NonFinite, 0, rows);
+        if (!AllFinite(input, rows))
         {
-            var span = x.AsSpan(r * FeatureCount, FeatureCount);
-            bool bad = false;
-            foreach (var v in span) if (!float.IsFinite(v)) { bad = true; break; }
-            result.NonFinite[r] = bad;
-            if (bad) span.Clear();
+            // Rare: find the rows with a NaN or infinity and zero them for the pass.
+            var memory = Rows(input);
+            for (int r = 0; r < rows; r++)
+            {
+                var span = memory.Slice(r * FeatureCount, FeatureCount);
+                foreach (var v in span)
+                    if (!float.IsFinite(v)) { result.NonFinite[r] = true; span.Clear(); break; }
+            }
         }
         Interlocked.Increment(ref _forwardPasses);
         using (var scope = NewDisposeScope())
         using (no_grad())
         {
-            var input = tensor(x.AsSpan(0, rows * FeatureCount).ToArray(), new long[] { rows, FeatureCount });
-            if (Device.type != DeviceType.CPU) input = input.to(Device);
-            var output = Module.call(input);
+            var x = rows == input.shape[0] ? input : input.narrow(0, 0, rows);
+            if (Device.type != DeviceType.CPU) x = x.to(Device);
+            var output = Module.call(x);
             if (output.dim() == 1) output = output.unsqueeze(1);
             if (output.shape[0] != rows || output.shape[1] != Outputs)
                 throw new InvalidOperationException(
                     $"The network returned shape [{string.Join(", ", output.shape)}] for {rows} rows; the {Task} task needs [{rows}, {Outputs}].");
             if (Task == NeuralTask.MulticlassClassification) output = nn.functional.softmax(output, 1);
             output = output.to_type(ScalarType.Float32).cpu().contiguous();
-            output.data<float>().CopyTo(result.Values.AsSpan(0, rows * Width));
+            MemoryMarshal.Cast<byte, float>(output.bytes).CopyTo(result.Values.AsSpan(0, rows * Width));
         }
         for (int r = 0; r < rows; r++)
             if (result.NonFinite[r]) result.Values.AsSpan(r * Width, Width).Fill(float.NaN);

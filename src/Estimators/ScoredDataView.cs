@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using static TorchSharp.torch;
 using Microsoft.ML.Data;
 
 namespace MlNetGuide.Estimators;
@@ -10,6 +11,8 @@ namespace MlNetGuide.Estimators;
 /// </summary>
 internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, NeuralScorer scorer, int batchSize) : IDataView
 {
+    private readonly int _inputColumnCount = input.Schema.Count;
+
     public DataViewSchema Schema { get; } = schema;
 
     public bool CanShuffle => false;
@@ -22,6 +25,9 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
         int inputCount = input.Schema.Count;
         var passThrough = needed.Where(i => i < inputCount).Select(i => input.Schema[i]).ToList();
         bool outputs = needed.Any(i => i >= inputCount);
+        // Only our outputs asked for: the reading-ahead cursor alone drives the rows (no second pass over the input).
+        if (outputs && passThrough.Count == 0)
+            return new Cursor(this, null, input.GetRowCursor([input.Schema[scorer.FeatureColumn]]), needed, scorer, batchSize);
         var follow = input.GetRowCursor(passThrough);
         var lead = outputs ? input.GetRowCursor([input.Schema[scorer.FeatureColumn]]) : null;
         return new Cursor(this, follow, lead, needed, scorer, batchSize);
@@ -33,17 +39,18 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
     private sealed class Cursor : DataViewRowCursor
     {
         private readonly ScoredDataView _parent;
-        private readonly DataViewRowCursor _follow;
-        private readonly DataViewRowCursor? _lead;
+        private readonly DataViewRowCursor? _follow; // serves pass-through columns; null when none was asked for
+        private readonly DataViewRowCursor? _lead;   // reads features a batch ahead; null when no output was asked for
         private readonly HashSet<int> _active;
         private readonly NeuralScorer _scorer;
         private readonly ColumnChecks.FeatureRead? _readFeatures;
-        private readonly float[] _x;
+        private readonly Tensor? _input; // reused for every batch of this cursor: rows are read straight into it
         private readonly ResultRow _result = new();
         private readonly int _batchSize;
         private int _rowsInBatch;
+        private long _position = -1;
 
-        public Cursor(ScoredDataView parent, DataViewRowCursor follow, DataViewRowCursor? lead, HashSet<int> active, NeuralScorer scorer, int batchSize)
+        public Cursor(ScoredDataView parent, DataViewRowCursor? follow, DataViewRowCursor? lead, HashSet<int> active, NeuralScorer scorer, int batchSize)
         {
             _parent = parent;
             _follow = follow;
@@ -51,30 +58,37 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             _active = active;
             _scorer = scorer;
             _batchSize = batchSize;
-            _x = lead is null ? [] : new float[batchSize * scorer.FeatureCount];
             if (lead is not null)
+            {
                 _readFeatures = ColumnChecks.FeatureReader(lead, lead.Schema[scorer.FeatureColumn], scorer.FeatureCount);
+                _input = scorer.NewInput(batchSize);
+            }
             _result.Row = -1;
         }
 
         public override DataViewSchema Schema => _parent.Schema;
-        public override long Position => _follow.Position;
-        public override long Batch => _follow.Batch;
+        public override long Position => _follow?.Position ?? _position;
+        public override long Batch => _follow?.Batch ?? _lead!.Batch;
 
         public override bool MoveNext()
         {
-            if (!_follow.MoveNext()) return false;
+            if (_follow is not null && !_follow.MoveNext()) return false;
             if (_lead is null) return true;
-            if (++_result.Row < _rowsInBatch) return true;
+            if (++_result.Row < _rowsInBatch) { _position++; return true; }
             // Read the next batch of features ahead and score it in one forward pass.
             int f = _scorer.FeatureCount;
+            var rows = NeuralScorer.Rows(_input!);
             _rowsInBatch = 0;
             while (_rowsInBatch < _batchSize && _lead.MoveNext())
-                _readFeatures!(_x.AsSpan(_rowsInBatch++ * f, f));
+                _readFeatures!(rows.Slice(_rowsInBatch++ * f, f));
             if (_rowsInBatch == 0)
+            {
+                if (_follow is null) return false;
                 throw new InvalidOperationException("The input data view yielded fewer rows to the second cursor than to the first; it must give the same rows in the same order to every unshuffled cursor.");
-            _scorer.Score(_x, _rowsInBatch, _result);
+            }
+            _scorer.Score(_input!, _rowsInBatch, _result);
             _result.Row = 0;
+            _position++;
             return true;
         }
 
@@ -84,21 +98,26 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
         {
             if (!IsColumnActive(column))
                 throw new InvalidOperationException($"Column '{column.Name}' was not requested when the cursor was created.");
-            int inputCount = _follow.Schema.Count;
+            int inputCount = _parent._inputColumnCount;
             if (column.Index < inputCount)
-                return _follow.GetGetter<TValue>(_follow.Schema[column.Index]);
+                return _follow!.GetGetter<TValue>(_follow.Schema[column.Index]);
             return _scorer.Getter(column.Index - inputCount, _result) as ValueGetter<TValue>
                 ?? throw new InvalidOperationException($"Column '{column.Name}' holds {column.Type}, not {typeof(TValue).Name}.");
         }
 
-        public override ValueGetter<DataViewRowId> GetIdGetter() => _follow.GetIdGetter();
+        public override ValueGetter<DataViewRowId> GetIdGetter()
+        {
+            if (_follow is not null) return _follow.GetIdGetter();
+            return (ref DataViewRowId id) => id = new DataViewRowId((ulong)_position, 0);
+        }
 
         protected override void Dispose(bool disposing)
         {
             if (disposing)
             {
-                _follow.Dispose();
+                _follow?.Dispose();
                 _lead?.Dispose();
+                _input?.Dispose();
             }
             base.Dispose(disposing);
         }
@@ -130,7 +149,7 @@ internal sealed class NeuralRowMapper(DataViewSchema inputSchema, DataViewSchema
         private readonly HashSet<int> _active;
         private readonly NeuralScorer _scorer;
         private readonly ResultRow _result = new();
-        private readonly float[] _x;
+        private readonly Tensor _features; // one row, read straight into tensor memory
         private ColumnChecks.FeatureRead? _read;
         private readonly float[] _lastX;
         private bool _scored;
@@ -141,8 +160,14 @@ internal sealed class NeuralRowMapper(DataViewSchema inputSchema, DataViewSchema
             _input = input;
             _active = active;
             _scorer = scorer;
-            _x = new float[scorer.FeatureCount];
+            _features = scorer.NewInput(1);
             _lastX = new float[scorer.FeatureCount];
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) _features.Dispose();
+            base.Dispose(disposing);
         }
 
         public override DataViewSchema Schema => _parent.OutputSchema;
@@ -169,10 +194,11 @@ internal sealed class NeuralRowMapper(DataViewSchema inputSchema, DataViewSchema
             // PredictionEngine reuses one row object and changes the input under it. Re-reading the features is cheap
             // next to a forward pass, so score again only when they changed (NaN-safe bitwise comparison).
             _read ??= ColumnChecks.FeatureReader(_input, _input.Schema[_scorer.FeatureColumn], _scorer.FeatureCount);
-            _read(_x);
-            if (_scored && _x.AsSpan().SequenceEqual(_lastX)) return;
-            _x.CopyTo(_lastX, 0);
-            _scorer.Score(_x, 1, _result);
+            var x = NeuralScorer.Rows(_features);
+            _read(x);
+            if (_scored && x.SequenceEqual(_lastX)) return;
+            x.CopyTo(_lastX);
+            _scorer.Score(_features, 1, _result);
             _result.Row = 0;
             _scored = true;
         }

@@ -44,9 +44,9 @@ public sealed class ProgressBoard : IDisposable
             _pending[label] = p = new Pending();
         using (no_grad())
         {
-            using var v = value.detach().reshape(1).to_type(ScalarType.Float64);
-            if (p.Sum is null) p.Sum = v.clone().DetachFromDisposeScope();
-            else p.Sum.add_(v, MlNetGuide.Modules.Scalars.One); // kept-alive alpha: see Scalars
+            // The sum is float64 (a new one per plotted point); adding a float32 value promotes it in place.
+            if (p.Sum is null) p.Sum = value.detach().reshape(1).to_type(ScalarType.Float64).DetachFromDisposeScope();
+            else p.Sum.add_(value, MlNetGuide.Modules.Scalars.One); // kept-alive alpha: see Scalars
         }
         p.XSum += x;
         p.Count++;

@@ -22,7 +22,8 @@ namespace MlNetGuide.Training;
 public sealed class Trainer : IDisposable
 {
     private readonly List<nn.Module<Tensor, Tensor>> _replicas = [];
-    private Tensor? _firstBadBatch; // on the device: the first training batch index with a non-finite loss, +inf if none
+    private Tensor? _stepLosses; // on the device: this epoch's training losses, read only at the board's cadence
+    private int _checkedUpTo;     // batches of this epoch already checked for non-finite losses
 
     /// <summary>d2l's <c>Trainer(max_epochs, num_gpus, gradient_clip_val)</c>. More GPUs than exist are clamped (and logged).</summary>
     public Trainer(int maxEpochs, int numGpus = 0, double gradientClipVal = 0, Action<string>? log = null)
@@ -156,6 +157,7 @@ public sealed class Trainer : IDisposable
         PrepareData(data);
         PrepareModel(model);
         model.EnsureInitialized();
+        EnsureModelOnDevice(model); // once: PrepareBatch then puts every batch on the same device
         Optim?.Dispose();
         Optim = model.ConfigureOptimizers();
         EnsureOptimizerOwnsModelParameters(model, Optim);
@@ -163,14 +165,13 @@ public sealed class Trainer : IDisposable
         TrainBatchIdx = 0;
         ValBatchIdx = 0;
         var history = new History();
-        _firstBadBatch?.Dispose();
-        _firstBadBatch = tensor(double.PositiveInfinity, device: Device).DetachFromDisposeScope(); // 0-d, made on the device
+        _stepLosses?.Dispose();
+        _stepLosses = zeros(new long[] { NumTrainBatches }, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();
         for (Epoch = 0; Epoch < MaxEpochs; Epoch++)
         {
             var watch = Stopwatch.StartNew();
             FitEpoch(cancellationToken);
             var metrics = new EpochMetrics(Epoch + 1, model.TakeEpochMeans(), watch.Elapsed);
-            ThrowIfNonFinite();
             history.Add(metrics);
             Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
             EpochCompleted?.Invoke(metrics);
@@ -185,6 +186,7 @@ public sealed class Trainer : IDisposable
         var optimizer = Optim ?? throw new InvalidOperationException("Fit creates the optimizer; call Fit, not FitEpoch, first.");
         var loader = TrainDataLoader ?? throw new InvalidOperationException("Call PrepareData (or Fit) before FitEpoch.");
         int checkEvery = Math.Max(1, NumTrainBatches / Math.Max(1, model.PlotTrainPerEpoch));
+        _checkedUpTo = 0;
         model.train();
         foreach (var raw in loader)
         {
@@ -193,7 +195,6 @@ public sealed class Trainer : IDisposable
             try
             {
                 using var scope = NewDisposeScope();
-                CheckBatchDevice(batch);
                 Tensor loss;
                 if (_replicas.Count == 0)
                 {
@@ -219,6 +220,7 @@ public sealed class Trainer : IDisposable
             TrainBatchIdx++;
             if (TrainBatchIdx % checkEvery == 0) ThrowIfNonFinite();
         }
+        ThrowIfNonFinite();
         if (ValDataLoader is null) return;
         model.eval();
         using (no_grad())
@@ -268,8 +270,8 @@ public sealed class Trainer : IDisposable
         Optim = null;
         foreach (var r in _replicas) r.Dispose();
         _replicas.Clear();
-        _firstBadBatch?.Dispose();
-        _firstBadBatch = null;
+        _stepLosses?.Dispose();
+        _stepLosses = null;
     }
 
     // Chapter 13's data parallelism: split the batch, each replica computes its share of the (batch-mean) loss and its
@@ -320,28 +322,37 @@ public sealed class Trainer : IDisposable
         }
     }
 
-    private void CheckBatchDevice(Batch batch)
+    private void EnsureModelOnDevice(nn.Module model)
     {
-        var p = Model!.parameters().FirstOrDefault();
-        if (p is null) return;
-        foreach (var t in batch.Tensors)
-            Devices.EnsureSameDevice(p, t, "the model", "the batch");
+        foreach (var (name, p) in model.named_parameters())
+            if (!Devices.Same(Devices.Of(p), Device))
+                throw new DeviceMismatchException($"Parameter '{name}' is on {Devices.Name(Devices.Of(p))} but the trainer's device is {Devices.Name(Device)}.");
     }
 
     private void TrackFinite(Tensor loss)
     {
-        using var finite = loss.detach().isfinite().all();
-        using var idx = tensor((double)(TrainBatchIdx % NumTrainBatches), device: _firstBadBatch!.device);
-        using var candidate = where(finite, _firstBadBatch, _firstBadBatch.minimum(idx));
-        _firstBadBatch.copy_(candidate);
+        int i = TrainBatchIdx % NumTrainBatches;
+        if (_stepLosses is null || i >= _stepLosses.shape[0]) return; // a loader that yields more batches than it said
+        using var noGrad = no_grad();
+        using var slot = _stepLosses[i];
+        slot.copy_(loss); // two device ops per step; nothing is read here
     }
 
+    /// <summary>Reads the losses logged since the last check (one host sync) and names the first non-finite one.</summary>
     private void ThrowIfNonFinite()
     {
-        if (_firstBadBatch is null) return;
-        double bad = _firstBadBatch.item<double>();
-        if (double.IsFinite(bad))
-            throw new NonFiniteLossException(Epoch + 1, (int)bad + 1, NumTrainBatches);
+        if (_stepLosses is null) return;
+        int upTo = Math.Min((int)_stepLosses.shape[0], TrainBatchIdx - Epoch * NumTrainBatches);
+        if (upTo <= _checkedUpTo) return;
+        using var scope = NewDisposeScope();
+        var window = _stepLosses.narrow(0, _checkedUpTo, upTo - _checkedUpTo);
+        var bad = window.isfinite().logical_not();
+        if (bad.any().item<bool>())
+        {
+            int first = _checkedUpTo + (int)bad.to_type(ScalarType.Int64).argmax().item<long>();
+            throw new NonFiniteLossException(Epoch + 1, first + 1, NumTrainBatches);
+        }
+        _checkedUpTo = upTo;
     }
 
     private static void EnsureOptimizerOwnsModelParameters(nn.Module model, optim.Optimizer optimizer)

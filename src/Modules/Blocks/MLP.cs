@@ -23,7 +23,8 @@ public sealed class MLP : nn.Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor forward(Tensor x)
     {
-        using var h = nn.functional.relu(hidden.call(x));
+        using var h = hidden.call(x);
+        h.relu_(); // in place: Linear's backward needs its input, not its output
         return output.call(h);
     }
 }

@@ -1,0 +1,52 @@
+using System.Diagnostics;
+
+namespace MlNetGuide.Benchmarks;
+
+/// <summary>
+/// A small timing harness: warm-up runs, then repetitions whose median (and p99) are reported. Competing variants are
+/// run interleaved (A, B, C, A, B, C, …) so that machine noise hits them alike; ratios are taken between medians of the
+/// same run. (BenchmarkDotNet measures one method per process; these comparisons need one process and one run.)
+/// </summary>
+internal static class Harness
+{
+    public static int Repetitions = 5;
+
+    /// <summary>Seconds per call of each variant, interleaved.</summary>
+    public static Dictionary<string, List<double>> Interleaved(int warmup, params (string name, Action run)[] variants)
+    {
+        for (int w = 0; w < warmup; w++)
+            foreach (var (_, run) in variants) run();
+        var times = variants.ToDictionary(v => v.name, _ => new List<double>());
+        for (int r = 0; r < Repetitions; r++)
+            foreach (var (name, run) in variants)
+                times[name].Add(Time(run));
+        return times;
+    }
+
+    public static List<double> Repeat(int warmup, int reps, Action run)
+    {
+        for (int w = 0; w < warmup; w++) run();
+        return Enumerable.Range(0, reps).Select(_ => Time(run)).ToList();
+    }
+
+    public static double Time(Action run)
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        var sw = Stopwatch.StartNew();
+        run();
+        return sw.Elapsed.TotalSeconds;
+    }
+
+    public static double Median(IEnumerable<double> xs)
+    {
+        var s = xs.OrderBy(x => x).ToArray();
+        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+    }
+
+    public static double Percentile(IEnumerable<double> xs, double p)
+    {
+        var s = xs.OrderBy(x => x).ToArray();
+        return s[Math.Clamp((int)Math.Ceiling(p * s.Length) - 1, 0, s.Length - 1)];
+    }
+}
