@@ -34,8 +34,8 @@ var env = new Dictionary<string, object>
     ["torch_threads"] = get_num_threads(),
     ["os"] = RuntimeInformation.OSDescription,
     ["dotnet"] = RuntimeInformation.FrameworkDescription,
-    ["torchsharp"] = typeof(torch).Assembly.GetName().Version!.ToString(),
-    ["microsoft_ml"] = typeof(MLContext).Assembly.GetName().Version!.ToString(),
+    ["torchsharp"] = PackageVersion(typeof(torch).Assembly),
+    ["microsoft_ml"] = PackageVersion(typeof(MLContext).Assembly),
     ["repetitions"] = Harness.Repetitions,
 };
 results["environment"] = env;
@@ -298,6 +298,11 @@ File.WriteAllText(Path.Combine(output, "benchmarks.md"), md.ToString());
 Log($"Wrote {Path.Combine(output, "benchmarks.md")} and benchmarks.json");
 foreach (var (x, y) in prebuilt) { x.Dispose(); y.Dispose(); }
 return 0;
+
+// The informational version is the package's ("5.0.1"); ML.NET's assembly version is always 1.0.0.0.
+static string PackageVersion(System.Reflection.Assembly a) =>
+    (a.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false).FirstOrDefault() as System.Reflection.AssemblyInformationalVersionAttribute)?.InformationalVersion.Split('+')[0]
+    ?? a.GetName().Version!.ToString();
 
 static void SavePlot(string path, string title, string xLabel, IEnumerable<(double x, double y)> points, bool logX)
 {
