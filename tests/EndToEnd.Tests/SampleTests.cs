@@ -78,9 +78,10 @@ public sealed class SampleTests : IDisposable
     {
         var work = Path.Combine(_dir, "byom");
         Directory.CreateDirectory(work);
-        var (code, stdout, stderr) = ChildProcess.RunApp("BringYourOwnModule.dll");
+        var (code, stdout, stderr) = ChildProcess.RunAppIn(work, "BringYourOwnModule.dll");
         Assert.True(code == 0, $"{stdout}\n{stderr}");
         Assert.Contains("predictions are identical", stdout);
         Assert.Contains("-> setosa", stdout);
+        Assert.True(File.Exists(Path.Combine(work, "iris-net-model.zip")));
     }
 }

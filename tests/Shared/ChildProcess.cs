@@ -21,9 +21,12 @@ internal static class ChildProcess
     public static string RunProbe(params string[] args) => Run(StartProbe(args), args);
 
     /// <summary>Runs an app built beside the tests (e.g. "Digits.dll") with dotnet; returns (exit code, stdout, stderr).</summary>
-    public static (int exitCode, string stdout, string stderr) RunApp(string dll, params string[] args)
+    public static (int exitCode, string stdout, string stderr) RunApp(string dll, params string[] args) => RunAppIn(Path.GetTempPath(), dll, args);
+
+    /// <summary>Like <see cref="RunApp"/>, in <paramref name="workingDirectory"/> (where the app writes relative paths).</summary>
+    public static (int exitCode, string stdout, string stderr) RunAppIn(string workingDirectory, string dll, params string[] args)
     {
-        var psi = new ProcessStartInfo(DotnetHost) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo(DotnetHost) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = workingDirectory };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, dll));
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["NO_COLOR"] = "1";
