@@ -78,10 +78,8 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 throw new SchemaMismatchException(o.LabelColumnName, "Single", $"{label.Kind} of {label.ItemType}");
         }
         // Describe our output columns with a real schema and let ML.NET turn it into a shape (see MlNetInternals).
-        using var probe = new NeuralScorer(o.Task, nn.Identity(), CPU, 1, outputs, o.FeatureColumnName, o.ScoreColumnName,
-            o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues);
         var builder = new DataViewSchema.Builder();
-        probe.AddOutputColumns(builder);
+        NeuralScorer.AddOutputColumns(builder, o.Task, outputs, o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues);
         var added = MlNetInternals.ShapeOf(builder.ToSchema());
         var names = added.Select(c => c.Name).ToHashSet();
         return new SchemaShape(inputSchema.Where(c => !names.Contains(c.Name)).Concat(added));

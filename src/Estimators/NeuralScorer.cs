@@ -106,26 +106,28 @@ internal sealed class NeuralScorer : IDisposable
     }
 
     /// <summary>The output columns, in order, with their types and annotations.</summary>
-    public void AddOutputColumns(DataViewSchema.Builder builder)
+    public void AddOutputColumns(DataViewSchema.Builder builder) =>
+        AddOutputColumns(builder, Task, Outputs, ScoreColumn, ProbabilityColumn, PredictedLabelColumn, KeyValues);
+
+    /// <summary>Describes the output columns of a network for <paramref name="task"/> (also before there is one).</summary>
+    public static void AddOutputColumns(DataViewSchema.Builder builder, NeuralTask task, int outputs, string scoreColumn,
+        string? probabilityColumn, string? predictedLabelColumn, KeyValues? keyValues)
     {
-        if (Task == NeuralTask.MulticlassClassification)
+        if (task == NeuralTask.MulticlassClassification)
         {
-            var score = new DataViewSchema.Annotations.Builder();
-            score.Add("ScoreColumnKind", TextDataViewType.Instance, (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = "MulticlassClassification".AsMemory()));
-            score.Add("ScoreValueKind", TextDataViewType.Instance, (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = "Score".AsMemory()));
-            builder.AddColumn(ScoreColumn, new VectorDataViewType(NumberDataViewType.Single, Outputs), score.ToAnnotations());
+            builder.AddColumn(scoreColumn, new VectorDataViewType(NumberDataViewType.Single, outputs), ScoreKind("MulticlassClassification", "Score"));
             var label = new DataViewSchema.Annotations.Builder();
-            KeyValues?.AddTo(label);
-            builder.AddColumn(PredictedLabelColumn!, new KeyDataViewType(typeof(uint), Outputs), label.ToAnnotations());
+            keyValues?.AddTo(label);
+            builder.AddColumn(predictedLabelColumn!, new KeyDataViewType(typeof(uint), outputs), label.ToAnnotations());
         }
-        else if (Task == NeuralTask.BinaryClassification)
+        else if (task == NeuralTask.BinaryClassification)
         {
-            builder.AddColumn(ScoreColumn, NumberDataViewType.Single, ScoreKind("BinaryClassification", "Score"));
-            builder.AddColumn(ProbabilityColumn!, NumberDataViewType.Single, ScoreKind("BinaryClassification", "Probability"));
-            builder.AddColumn(PredictedLabelColumn!, BooleanDataViewType.Instance, ScoreKind("BinaryClassification", "PredictedLabel"));
+            builder.AddColumn(scoreColumn, NumberDataViewType.Single, ScoreKind("BinaryClassification", "Score"));
+            builder.AddColumn(probabilityColumn!, NumberDataViewType.Single, ScoreKind("BinaryClassification", "Probability"));
+            builder.AddColumn(predictedLabelColumn!, BooleanDataViewType.Instance, ScoreKind("BinaryClassification", "PredictedLabel"));
         }
         else
-            builder.AddColumn(ScoreColumn, NumberDataViewType.Single, ScoreKind("Regression", "Score"));
+            builder.AddColumn(scoreColumn, NumberDataViewType.Single, ScoreKind("Regression", "Score"));
     }
 
     private static DataViewSchema.Annotations ScoreKind(string kind, string valueKind)

@@ -41,14 +41,8 @@ public static class ModuleInitExtensions
     /// Every module in the tree, depth first, the root first — the same module object once for each position it holds
     /// (TorchSharp's <c>modules()</c> skips leaves of some containers; this walks <c>named_children</c> itself).
     /// </summary>
-    public static IEnumerable<nn.Module> Modules(this nn.Module module)
-    {
-        ArgumentNullException.ThrowIfNull(module);
-        yield return module;
-        foreach (var (_, child) in module.named_children())
-            foreach (var m in child.Modules())
-                yield return m;
-    }
+    public static IEnumerable<nn.Module> Modules(this nn.Module module) =>
+        module.NamedModulesWithAliases().Select(pair => pair.module);
 
     /// <summary>True when every lazy layer in the tree has been materialized.</summary>
     public static bool IsFullyInitialized(this nn.Module module) =>
