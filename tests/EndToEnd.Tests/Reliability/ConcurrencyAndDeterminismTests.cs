@@ -7,7 +7,7 @@ namespace MlNetGuide.EndToEnd.Tests.Reliability;
 public sealed class ConcurrencyAndDeterminismTests(ITestOutputHelper output)
 {
     [Fact]
-    public void ManyThreadsWithTheirOwnEnginesMatchSingleThreadedScoresExactly()
+    public void ManyThreadsWithTheirOwnEnginesMatchTheBatchedScoresWithinOneMillionth()
     {
         var ml = new MLContext(seed: 1);
         var rows = Fixtures.Rows(300);
