@@ -67,8 +67,10 @@ internal static class ColumnChecks
         }
     }
 
-    public delegate void FeatureRead(Span<float> destination);
+    /// <summary>Reads the current row's features into <paramref name="destination"/>; false when one is NaN or infinite.</summary>
+    public delegate bool FeatureRead(Span<float> destination);
 
+    /// <summary>A reader that copies the row and checks it is finite in one pass (see <see cref="FiniteCheck.CopyAll"/>).</summary>
     public static FeatureRead FeatureReader(DataViewRow row, DataViewSchema.Column column, int width)
     {
         if (column.Type is VectorDataViewType)
@@ -79,14 +81,11 @@ internal static class ColumnChecks
             {
                 getter(ref buffer);
                 var values = buffer.GetValues();
-                if (buffer.IsDense)
-                    values.CopyTo(destination);
-                else
-                {
-                    destination.Clear();
-                    var indices = buffer.GetIndices();
-                    for (int i = 0; i < indices.Length; i++) destination[indices[i]] = values[i];
-                }
+                if (buffer.IsDense) return FiniteCheck.CopyAll(values, destination);
+                destination[..width].Clear();
+                var indices = buffer.GetIndices();
+                for (int i = 0; i < indices.Length; i++) destination[indices[i]] = values[i];
+                return FiniteCheck.All(values);
             };
         }
         var scalar = row.GetGetter<float>(column);
@@ -95,6 +94,7 @@ internal static class ColumnChecks
             float v = 0;
             scalar(ref v);
             destination[0] = v;
+            return float.IsFinite(v);
         };
     }
 

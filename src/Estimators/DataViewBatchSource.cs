@@ -7,16 +7,22 @@ using static TorchSharp.torch;
 namespace MlNetGuide.Estimators;
 
 /// <summary>
-/// Streams an IDataView into training and validation batches of float tensors: rows are read by a cursor into a
-/// reused buffer of one batch (or one shuffle window) and copied once into a tensor. Nothing beyond a window is held.
+/// Feeds an IDataView to the Trainer as batches of float tensors, in one of two ways. Data that fits the in-memory
+/// limit is read once, in order, straight into one feature tensor (and a label tensor), which a
+/// <see cref="TensorDataModule"/> then shuffles every epoch, as the hand-written loop does. Larger data streams: every
+/// epoch a cursor reads rows straight into each batch tensor's memory, and nothing beyond a batch (or a shuffle window)
+/// is held.
 /// </summary>
 /// <remarks>
-/// Shuffling: when the data view can shuffle (e.g. after <c>AppendCacheCheckpoint</c>) each epoch asks for a cursor
-/// shuffled with a seeded <see cref="Random"/>; otherwise rows are shuffled within windows of 16 batches.
-/// Validation rows are picked by a seeded hash of the row id, so the split does not depend on row order.
+/// Streaming shuffles with the data view when it can (e.g. after <c>AppendCacheCheckpoint</c>), each epoch asking for a
+/// cursor shuffled with a seeded <see cref="Random"/>; otherwise rows are shuffled within windows of 16 batches.
+/// Validation rows are picked by a seeded hash of the row id, so the split does not depend on row order or on the mode.
 /// </remarks>
-internal sealed class DataViewBatchSource
+internal sealed class DataViewBatchSource : IDisposable
 {
+    /// <summary>The largest in-memory limit: the feature tensor is written through one span, which counts bytes in an int.</summary>
+    public const int MaxInMemoryLimitMB = 2047;
+
     private const int WindowBatches = 16;
     private readonly IDataView _data;
     private readonly DataViewSchema.Column _features, _label;
@@ -44,17 +50,72 @@ internal sealed class DataViewBatchSource
     public long ValRows { get; private set; }
     public long SkippedRows { get; private set; }
 
+    /// <summary>The training rows (features, labels) when <see cref="Prepare"/> loaded them into memory; else null.</summary>
+    public Tensor[]? MemoryTrain { get; private set; }
+
+    /// <summary>The validation rows when loaded into memory and there are any; else null.</summary>
+    public Tensor[]? MemoryVal { get; private set; }
+
+    /// <summary>True when the rows are held in memory (see <see cref="MemoryTrain"/>).</summary>
+    public bool InMemory => MemoryTrain is not null;
+
+    /// <summary>Bytes the in-memory rows take (0 when streaming).</summary>
+    public long MemoryBytes => (MemoryTrain ?? []).Concat(MemoryVal ?? []).Sum(t => t.NumberOfElements * t.ElementSize);
+
+    /// <summary>Bytes one row takes in memory: float32 features and a float32 (or int64 class) label.</summary>
+    private long RowBytes => FeatureCount * (long)sizeof(float) + (_options.Task == NeuralTask.MulticlassClassification ? sizeof(long) : sizeof(float));
+
     /// <summary>
-    /// Counts the training and validation rows. A pass over the data is needed only when rows are split off for
-    /// validation, when non-finite rows are skipped, or when the data view does not know its row count; otherwise
-    /// every row is validated as it streams through the first epoch (errors still surface inside Fit).
+    /// Loads the rows into memory when they fit <paramref name="limitBytes"/> — a row count the view knows is checked
+    /// before reading, an unknown one while reading (the rows read so far are dropped once it is exceeded) — and
+    /// otherwise counts them for streaming (see <see cref="Scan"/>). In memory, every row has been checked when this
+    /// returns, so bad input fails before any training.
+    /// </summary>
+    public void Prepare(long limitBytes)
+    {
+        if (limitBytes > 0 && (_data.GetRowCount() is not long known || known * RowBytes <= limitBytes) && TryLoad(limitBytes))
+            return;
+        Scan();
+    }
+
+    private bool TryLoad(long limitBytes)
+    {
+        long? known = _data.GetRowCount();
+        double fraction = _options.ValidationFraction;
+        long maxRows = limitBytes / RowBytes;
+        long Estimate(double share) => known is long n ? Math.Min(maxRows, (long)(n * share * 1.05) + 16) : 4096;
+        using var train = new RowStore(FeatureCount, Estimate(1 - fraction), maxRows);
+        using var val = fraction > 0 ? new RowStore(FeatureCount, Estimate(fraction), maxRows) : null;
+        long skipped = 0;
+        using (var rows = new RowReader(this, null, readFeatures: true))
+        {
+            while (rows.MoveNext())
+            {
+                var store = rows.IsValidation ? val! : train;
+                if (train.Count + (val?.Count ?? 0) >= maxRows) return false; // over the limit: stream instead
+                if (!rows.ReadFeatures(store.NextRow())) { skipped++; continue; }
+                store.Commit(rows.Label);
+            }
+        }
+        if (train.Count == 0) throw Empty(skipped);
+        bool multiclass = _options.Task == NeuralTask.MulticlassClassification;
+        MemoryTrain = train.Finish(multiclass);
+        MemoryVal = val is { Count: > 0 } ? val.Finish(multiclass) : null;
+        (TrainRows, ValRows, SkippedRows) = (MemoryTrain[0].shape[0], MemoryVal?[0].shape[0] ?? 0, skipped);
+        return true;
+    }
+
+    /// <summary>
+    /// Counts the training and validation rows for streaming. A pass over the data is needed only when rows are split
+    /// off for validation, when non-finite rows are skipped, or when the data view does not know its row count;
+    /// otherwise every row is validated as it streams through the first epoch (errors still surface inside Fit).
     /// </summary>
     public void Scan()
     {
         bool skip = _options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow;
         if (!skip && _options.ValidationFraction == 0 && _data.GetRowCount() is long known)
         {
-            if (known == 0) throw new ArgumentException("The training data is empty.", "data");
+            if (known == 0) throw Empty(0);
             (TrainRows, ValRows, SkippedRows) = (known, 0, 0);
             return;
         }
@@ -66,11 +127,22 @@ internal sealed class DataViewBatchSource
             if (skip && !rows.ReadFeatures(scratch)) { skipped++; continue; }
             if (rows.IsValidation) val++; else train++;
         }
-        if (train == 0)
-            throw new ArgumentException(
-                skipped > 0 ? $"Every one of the {skipped} rows has non-finite features; nothing is left to train on."
-                            : "The training data is empty (or the validation fraction took every row).", "data");
+        if (train == 0) throw Empty(skipped);
         (TrainRows, ValRows, SkippedRows) = (train, val, skipped);
+    }
+
+    private static ArgumentException Empty(long skipped) => new(
+        skipped > 0 ? $"Every one of the {skipped} rows has non-finite features; nothing is left to train on."
+                    : "The training data is empty (or the validation fraction took every row).", "data");
+
+    private SchemaMismatchException NonFinite(long position) =>
+        new(_features.Name, "finite feature values (or NonFiniteFeatures = SkipRow)", $"NaN or infinity in row {position}");
+
+    /// <summary>Releases the in-memory rows.</summary>
+    public void Dispose()
+    {
+        foreach (var t in (MemoryTrain ?? []).Concat(MemoryVal ?? [])) t.Dispose();
+        (MemoryTrain, MemoryVal) = (null, null);
     }
 
     public int TrainBatches => (int)((TrainRows + _options.BatchSize - 1) / _options.BatchSize);
@@ -94,7 +166,6 @@ internal sealed class DataViewBatchSource
         {
             var x = empty(b, f).DetachFromDisposeScope();
             var y = new float[b];
-            var positions = new long[b];
             int n = 0;
             try
             {
@@ -103,10 +174,8 @@ internal sealed class DataViewBatchSource
                 {
                     if (rows.IsValidation != validation) continue;
                     if (!rows.ReadFeatures(memory.Slice(n * f, f))) continue; // skipped (SkipRow policy)
-                    positions[n] = rows.Position;
                     y[n++] = rows.Label;
                 }
-                CheckFinite(x, n, positions);
             }
             catch
             {
@@ -125,7 +194,6 @@ internal sealed class DataViewBatchSource
         int f = FeatureCount, b = _options.BatchSize, window = b * WindowBatches;
         var rowsX = new float[window * f];
         var rowsY = new float[window];
-        var rowsAt = new long[window];
         var order = new int[window];
         using var rows = new RowReader(this, null, readFeatures: true);
         bool more = true;
@@ -136,7 +204,6 @@ internal sealed class DataViewBatchSource
             {
                 if (rows.IsValidation) continue;
                 if (!rows.ReadFeatures(rowsX.AsSpan(filled * f, f))) continue;
-                rowsAt[filled] = rows.Position;
                 rowsY[filled++] = rows.Label;
             }
             for (int i = 0; i < filled; i++) order[i] = i;
@@ -147,35 +214,15 @@ internal sealed class DataViewBatchSource
                 var x = empty(n, f).DetachFromDisposeScope();
                 var memory = MemoryMarshal.Cast<byte, float>(x.bytes);
                 var y = new float[n];
-                var positions = new long[n];
                 for (int i = 0; i < n; i++)
                 {
                     int src = order[start + i];
                     rowsX.AsSpan(src * f, f).CopyTo(memory.Slice(i * f, f));
                     y[i] = rowsY[src];
-                    positions[i] = rowsAt[src];
                 }
-                try { CheckFinite(x, n, positions); }
-                catch { x.Dispose(); throw; }
                 yield return MakeBatch(x, y, n);
             }
         }
-    }
-
-    /// <summary>
-    /// With the Throw policy rows are read unchecked and each batch is checked in one SIMD pass; only a batch
-    /// holding a NaN or infinity is scanned row by row, to name the first offending row.
-    /// </summary>
-    private void CheckFinite(Tensor x, int n, long[] positions)
-    {
-        if (n == 0 || _options.NonFiniteFeatures != NonFiniteFeaturePolicy.Throw) return;
-        var memory = MemoryMarshal.Cast<byte, float>(x.bytes);
-        if (FiniteCheck.All(memory[..(n * FeatureCount)])) return;
-        long first = long.MaxValue;
-        for (int r = 0; r < n; r++)
-            foreach (var v in memory.Slice(r * FeatureCount, FeatureCount))
-                if (!float.IsFinite(v)) { first = Math.Min(first, positions[r]); break; }
-        throw new SchemaMismatchException(_features.Name, "finite feature values (or NonFiniteFeatures = SkipRow)", $"NaN or infinity in row {first}");
     }
 
     private Batch MakeBatch(Tensor x, float[] y, int n)
@@ -196,6 +243,72 @@ internal sealed class DataViewBatchSource
         else
             yt = tensor(n == y.Length ? y : y[..n], new long[] { n }).DetachFromDisposeScope();
         return new Batch(x, yt);
+    }
+
+    /// <summary>
+    /// Rows read into one growing feature tensor (rows × features, written in place through its span), with their
+    /// labels; grows by doubling up to a row limit.
+    /// </summary>
+    private sealed class RowStore(int features, long capacity, long maxRows) : IDisposable
+    {
+        private Tensor? _x = empty(Math.Max(1, capacity), features).DetachFromDisposeScope();
+        private float[] _y = new float[Math.Max(1, capacity)];
+
+        public int Count { get; private set; }
+
+        private Span<float> Memory => MemoryMarshal.Cast<byte, float>(_x!.bytes);
+
+        /// <summary>Where the next row's features go; <see cref="Commit"/> keeps them.</summary>
+        public Span<float> NextRow()
+        {
+            if (Count == _y.Length) Grow();
+            return Memory.Slice(Count * features, features);
+        }
+
+        public void Commit(float label) => _y[Count++] = label;
+
+        private void Grow()
+        {
+            long rows = Math.Max(Count + 1, Math.Min(2L * Count, maxRows));
+            var bigger = empty(rows, features).DetachFromDisposeScope();
+            _x!.bytes.CopyTo(bigger.bytes);
+            _x.Dispose();
+            _x = bigger;
+            Array.Resize(ref _y, (int)rows);
+        }
+
+        /// <summary>Hands over (features, labels) trimmed to the rows read; the store no longer owns them.</summary>
+        public Tensor[] Finish(bool classIndices)
+        {
+            var x = _x!;
+            _x = null;
+            if (Count < x.shape[0])
+            {
+                var all = x;
+                long capacity = all.shape[0];
+                x = all.narrow(0, 0, Count).DetachFromDisposeScope(); // a view keeps the storage alive
+                all.Dispose();
+                if (Count * 4L < capacity * 3) // much spare room: give it back
+                {
+                    var view = x;
+                    x = view.clone().DetachFromDisposeScope();
+                    view.Dispose();
+                }
+            }
+            var labels = _y.AsSpan(0, Count);
+            Tensor y;
+            if (classIndices)
+            {
+                var classes = new long[Count];
+                for (int i = 0; i < Count; i++) classes[i] = (long)labels[i];
+                y = tensor(classes, new long[] { Count }).DetachFromDisposeScope();
+            }
+            else
+                y = tensor(labels.ToArray(), new long[] { Count }).DetachFromDisposeScope();
+            return [x, y];
+        }
+
+        public void Dispose() => _x?.Dispose();
     }
 
     /// <summary>A cursor over features and labels that validates each row as it is read.</summary>
@@ -238,21 +351,14 @@ internal sealed class DataViewBatchSource
         }
 
         /// <summary>
-        /// Reads the current row's features. With the SkipRow policy, returns false for a row with a non-finite value;
-        /// with Throw, the caller checks whole batches (see CheckFinite).
+        /// Reads the current row's features (checked in the same pass). A row with a NaN or infinity returns false
+        /// under the SkipRow policy and throws, naming the row, under Throw.
         /// </summary>
         public bool ReadFeatures(Span<float> destination)
         {
-            _features!(destination);
-            if (_source._options.NonFiniteFeatures == NonFiniteFeaturePolicy.Throw) return true;
-            foreach (var v in destination)
-            {
-                if (float.IsFinite(v)) continue;
-                if (_source._options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow) return false;
-                throw new SchemaMismatchException(_source._features.Name, "finite feature values (or NonFiniteFeatures = SkipRow)",
-                    $"NaN or infinity in row {_cursor.Position}");
-            }
-            return true;
+            if (_features!(destination)) return true;
+            if (_source._options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow) return false;
+            throw _source.NonFinite(_cursor.Position);
         }
 
         public void Dispose() => _cursor.Dispose();

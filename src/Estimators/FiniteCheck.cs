@@ -15,4 +15,28 @@ internal static class FiniteCheck
         for (; i < values.Length; i++) tail += values[i] * 0f;
         return Vector.EqualsAll(acc, Vector<float>.Zero) && tail == 0f;
     }
+
+    /// <summary>
+    /// Copies <paramref name="source"/> to the start of <paramref name="destination"/> and says whether every value is
+    /// finite, in the same pass: the row is checked while it is in the cache instead of being read again later.
+    /// </summary>
+    public static bool CopyAll(ReadOnlySpan<float> source, Span<float> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException("The destination is shorter than the source.", nameof(destination));
+        var acc = Vector<float>.Zero;
+        int i = 0, width = Vector<float>.Count;
+        for (; i <= source.Length - width; i += width)
+        {
+            var v = new Vector<float>(source.Slice(i, width));
+            v.CopyTo(destination.Slice(i, width));
+            acc += v * Vector<float>.Zero;
+        }
+        float tail = 0;
+        for (; i < source.Length; i++)
+        {
+            destination[i] = source[i];
+            tail += source[i] * 0f;
+        }
+        return Vector.EqualsAll(acc, Vector<float>.Zero) && tail == 0f;
+    }
 }

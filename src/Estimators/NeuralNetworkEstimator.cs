@@ -27,7 +27,7 @@ namespace MlNetGuide.Estimators;
 /// <list type="table">
 /// <item><term>Machine learning task</term><description>regression, binary or multiclass classification</description></item>
 /// <item><term>Is normalization required?</term><description>yes (e.g. NormalizeMinMax): SGD on raw pixel values diverges</description></item>
-/// <item><term>Is caching required?</term><description>no; with AppendCacheCheckpoint rows are shuffled globally each epoch, otherwise within windows of 16 batches</description></item>
+/// <item><term>Is caching required?</term><description>no: training data up to <see cref="NeuralNetworkOptions.InMemoryLimitMB"/> is read into memory once and shuffled there each epoch; larger data streams every epoch, shuffled globally after AppendCacheCheckpoint, otherwise within windows of 16 batches</description></item>
 /// <item><term>Required NuGet in addition to Microsoft.ML</term><description>MlNetGuide.Estimators (TorchSharp-cpu, or TorchSharp-cuda-* for GPUs)</description></item>
 /// <item><term>Deterministic</term><description>on CPU, the same MLContext seed (or Options.Seed) gives bit-identical weights</description></item>
 /// </list>
@@ -99,14 +99,15 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         var host = _env.Register("MlNetGuide.NeuralNetwork");
         using var ch = host.Start("Training");
         int seed = o.Seed ?? host.Rand.Next();
-        var source = new DataViewBatchSource(input, o, seed);
+        using var source = new DataViewBatchSource(input, o, seed);
         var keyValues = o.Task == NeuralTask.MulticlassClassification ? KeyValues.From(source.LabelColumn) : null;
         var devices = ResolveDevices(o, ch);
-        source.Scan();
+        source.Prepare((long)o.InMemoryLimitMB << 20);
         if (source.SkippedRows > 0)
             ch.Warning(MessageSensitivity.None, $"Skipped {source.SkippedRows} row(s) with non-finite features (NonFiniteFeatures = SkipRow).");
         ch.Info(MessageSensitivity.None,
-            $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({source.ValRows} held out) of {source.FeatureCount} features, " +
+            $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({source.ValRows} held out) of {source.FeatureCount} features " +
+            (source.InMemory ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
             $"{o.Epochs} epochs, batch {o.BatchSize}, lr {o.LearningRate}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
 
         int outputs = o.Task == NeuralTask.MulticlassClassification ? source.ClassCount : 1;
@@ -121,7 +122,8 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 ? (ps, lr) => new Adam(ps, lr)
                 : null;
             int epoch = 0;
-            var data = new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
+            using var memoryData = source.InMemory ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, source.MemoryVal, seed) : null;
+            DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
                 source.ValRows > 0 ? source.Validation : null, Math.Max(1, source.ValBatches));
             History history;
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m)))

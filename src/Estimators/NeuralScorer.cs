@@ -56,9 +56,6 @@ internal sealed class NeuralScorer : IDisposable
     /// <summary>Values stored per row: K probabilities for multiclass, one number otherwise.</summary>
     public int Width => Task == NeuralTask.MulticlassClassification ? Outputs : 1;
 
-    /// <summary>True when the first <paramref name="rows"/> rows of <paramref name="input"/> are all finite (one SIMD pass).</summary>
-    public bool AllFinite(Tensor input, int rows) => FiniteCheck.All(Rows(input)[..(rows * FeatureCount)]);
-
     /// <summary>A CPU tensor of <paramref name="rows"/> x features that readers fill through <see cref="Rows"/>.</summary>
     public Tensor NewInput(int rows) => empty(rows, FeatureCount).DetachFromDisposeScope();
 
@@ -67,24 +64,21 @@ internal sealed class NeuralScorer : IDisposable
 
     /// <summary>
     /// One forward pass over the first <paramref name="rows"/> rows of <paramref name="input"/>; fills
-    /// <paramref name="result"/>. Rows with a non-finite feature are zeroed for the pass and flagged, so they cannot
-    /// affect other rows.
+    /// <paramref name="result"/>. <paramref name="nonFinite"/> flags the rows the reader found a NaN or infinity in
+    /// (empty: none); they are zeroed for the pass and get NaN outputs, so they cannot affect other rows.
     /// </summary>
-    public void Score(Tensor input, int rows, ResultRow result)
+    public void Score(Tensor input, int rows, ResultRow result, ReadOnlySpan<bool> nonFinite)
     {
         if (result.Values.Length < rows * Width) result.Values = new float[rows * Width];
         if (result.NonFinite.Length < rows) result.NonFinite = new bool[rows];
-        Array.Clear(result.NonFinite, 0, rows);
-        if (!AllFinite(input, rows))
+        if (nonFinite.IsEmpty)
+            Array.Clear(result.NonFinite, 0, rows);
+        else
         {
-            // Rare: find the rows with a NaN or infinity and zero them for the pass.
+            nonFinite[..rows].CopyTo(result.NonFinite);
             var memory = Rows(input);
             for (int r = 0; r < rows; r++)
-            {
-                var span = memory.Slice(r * FeatureCount, FeatureCount);
-                foreach (var v in span)
-                    if (!float.IsFinite(v)) { result.NonFinite[r] = true; span.Clear(); break; }
-            }
+                if (nonFinite[r]) memory.Slice(r * FeatureCount, FeatureCount).Clear();
         }
         Interlocked.Increment(ref _forwardPasses);
         using (var scope = NewDisposeScope())
@@ -101,8 +95,8 @@ internal sealed class NeuralScorer : IDisposable
             output = output.to_type(ScalarType.Float32).cpu().contiguous();
             MemoryMarshal.Cast<byte, float>(output.bytes).CopyTo(result.Values.AsSpan(0, rows * Width));
         }
-        for (int r = 0; r < rows; r++)
-            if (result.NonFinite[r]) result.Values.AsSpan(r * Width, Width).Fill(float.NaN);
+        for (int r = 0; r < nonFinite.Length && r < rows; r++)
+            if (nonFinite[r]) result.Values.AsSpan(r * Width, Width).Fill(float.NaN);
     }
 
     /// <summary>The output columns, in order, with their types and annotations.</summary>

@@ -45,6 +45,7 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
         private readonly NeuralScorer _scorer;
         private readonly ColumnChecks.FeatureRead? _readFeatures;
         private readonly Tensor? _input; // reused for every batch of this cursor: rows are read straight into it
+        private readonly bool[] _nonFinite; // per row of the batch: did the reader find a NaN or infinity?
         private readonly ResultRow _result = new();
         private readonly int _batchSize;
         private int _rowsInBatch;
@@ -63,6 +64,7 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
                 _readFeatures = ColumnChecks.FeatureReader(lead, lead.Schema[scorer.FeatureColumn], scorer.FeatureCount);
                 _input = scorer.NewInput(batchSize);
             }
+            _nonFinite = new bool[lead is null ? 0 : batchSize];
             _result.Row = -1;
         }
 
@@ -79,14 +81,19 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             int f = _scorer.FeatureCount;
             var rows = NeuralScorer.Rows(_input!);
             _rowsInBatch = 0;
+            bool anyNonFinite = false;
             while (_rowsInBatch < _batchSize && _lead.MoveNext())
-                _readFeatures!(rows.Slice(_rowsInBatch++ * f, f));
+            {
+                bool finite = _readFeatures!(rows.Slice(_rowsInBatch * f, f));
+                _nonFinite[_rowsInBatch++] = !finite;
+                anyNonFinite |= !finite;
+            }
             if (_rowsInBatch == 0)
             {
                 if (_follow is null) return false;
                 throw new InvalidOperationException("The input data view yielded fewer rows to the second cursor than to the first; it must give the same rows in the same order to every unshuffled cursor.");
             }
-            _scorer.Score(_input!, _rowsInBatch, _result);
+            _scorer.Score(_input!, _rowsInBatch, _result, anyNonFinite ? _nonFinite : []);
             _result.Row = 0;
             _position++;
             return true;
@@ -195,10 +202,10 @@ internal sealed class NeuralRowMapper(DataViewSchema inputSchema, DataViewSchema
             // next to a forward pass, so score again only when they changed (NaN-safe bitwise comparison).
             _read ??= ColumnChecks.FeatureReader(_input, _input.Schema[_scorer.FeatureColumn], _scorer.FeatureCount);
             var x = NeuralScorer.Rows(_features);
-            _read(x);
+            bool finite = _read(x);
             if (_scored && x.SequenceEqual(_lastX)) return;
             x.CopyTo(_lastX);
-            _scorer.Score(_features, 1, _result);
+            _scorer.Score(_features, 1, _result, finite ? [] : [true]);
             _result.Row = 0;
             _scored = true;
         }

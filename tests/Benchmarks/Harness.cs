@@ -12,15 +12,33 @@ internal static class Harness
     public static int Repetitions = 5;
 
     /// <summary>Seconds per call of each variant, interleaved.</summary>
-    public static Dictionary<string, List<double>> Interleaved(int warmup, params (string name, Action run)[] variants)
+    public static Dictionary<string, List<double>> Interleaved(int warmup, params (string name, Action run)[] variants) =>
+        Interleaved(warmup, Repetitions, variants);
+
+    /// <summary>Seconds per call of each variant, interleaved, <paramref name="repetitions"/> times.</summary>
+    public static Dictionary<string, List<double>> Interleaved(int warmup, int repetitions, params (string name, Action run)[] variants)
     {
         for (int w = 0; w < warmup; w++)
             foreach (var (_, run) in variants) run();
         var times = variants.ToDictionary(v => v.name, _ => new List<double>());
-        for (int r = 0; r < Repetitions; r++)
+        for (int r = 0; r < repetitions; r++)
             foreach (var (name, run) in variants)
                 times[name].Add(Time(run));
         return times;
+    }
+
+    /// <summary>
+    /// As <see cref="Interleaved(int, int, (string, Action)[])"/>, warming up in rounds until at least
+    /// <paramref name="warmup"/> has passed: .NET runs new code unoptimized (tier 0) and recompiles what stays hot after
+    /// roughly 100 ms of calls, so short runs need a warm-up measured in time, not in calls, to reach the steady state.
+    /// </summary>
+    public static Dictionary<string, List<double>> Interleaved(TimeSpan warmup, int repetitions, params (string name, Action run)[] variants)
+    {
+        var clock = Stopwatch.StartNew();
+        do
+            foreach (var (_, run) in variants) run();
+        while (clock.Elapsed < warmup);
+        return Interleaved(0, repetitions, variants);
     }
 
     public static List<double> Repeat(int warmup, int reps, Action run)
@@ -43,6 +61,13 @@ internal static class Harness
         var s = xs.OrderBy(x => x).ToArray();
         return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
+
+    /// <summary>
+    /// The median over repetitions of <paramref name="variant"/>'s time divided by <paramref name="baseline"/>'s in the
+    /// same repetition: the pair ran back to back, so a slow spell of the machine hits both sides of each ratio.
+    /// </summary>
+    public static double PairedRatio(Dictionary<string, List<double>> times, string variant, string baseline) =>
+        Median(times[variant].Zip(times[baseline], (v, b) => v / b));
 
     public static double Percentile(IEnumerable<double> xs, double p)
     {

@@ -122,7 +122,6 @@ public sealed class ReadmeSnippetTests : IDisposable
         // README
         var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
             .Append(ml.Transforms.NormalizeMinMax("Features", "Pixels"))
-            .AppendCacheCheckpoint(ml)
             .Append(ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
             {
                 Architecture = NetworkArchitecture.ChapterMlp(),   // or Mlp(256, 128), LazyMlp(64), Custom("my-net", ...)
