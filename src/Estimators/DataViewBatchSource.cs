@@ -87,7 +87,7 @@ internal sealed class DataViewBatchSource : IDisposable
         using var train = new RowStore(FeatureCount, Estimate(1 - fraction), maxRows);
         using var val = fraction > 0 ? new RowStore(FeatureCount, Estimate(fraction), maxRows) : null;
         long skipped = 0;
-        using (var rows = new RowReader(this, null, readFeatures: true))
+        using (var rows = new RowReader(this, null, readFeatures: true, streaming: true)) // written once, read much later
         {
             while (rows.MoveNext())
             {
@@ -97,6 +97,7 @@ internal sealed class DataViewBatchSource : IDisposable
                 store.Commit(rows.Label);
             }
         }
+        FiniteCheck.Publish();
         if (train.Count == 0) throw Empty(skipped);
         bool multiclass = _options.Task == NeuralTask.MulticlassClassification;
         MemoryTrain = train.Finish(multiclass);
@@ -161,7 +162,7 @@ internal sealed class DataViewBatchSource : IDisposable
     private IEnumerable<Batch> Direct(Random? random, bool validation)
     {
         int f = FeatureCount, b = _options.BatchSize;
-        using var rows = new RowReader(this, random, readFeatures: true);
+        using var rows = new RowReader(this, random, readFeatures: true, streaming: (long)b * f * sizeof(float) >= FiniteCheck.StreamingBatchBytes);
         while (true)
         {
             var x = empty(b, f).DetachFromDisposeScope();
@@ -183,6 +184,7 @@ internal sealed class DataViewBatchSource : IDisposable
                 throw;
             }
             if (n == 0) { x.Dispose(); yield break; }
+            FiniteCheck.Publish();
             yield return MakeBatch(x, y, n);
             if (n < b) yield break;
         }
@@ -321,12 +323,12 @@ internal sealed class DataViewBatchSource : IDisposable
         private readonly ValueGetter<DataViewRowId> _id;
         private DataViewRowId _rowId;
 
-        public RowReader(DataViewBatchSource source, Random? random, bool readFeatures)
+        public RowReader(DataViewBatchSource source, Random? random, bool readFeatures, bool streaming = false)
         {
             _source = source;
             var columns = readFeatures ? new[] { source._features, source._label } : [source._label];
             _cursor = source._data.GetRowCursor(columns, random);
-            _features = readFeatures ? ColumnChecks.FeatureReader(_cursor, source._features, source.FeatureCount) : null;
+            _features = readFeatures ? ColumnChecks.FeatureReader(_cursor, source._features, source.FeatureCount, streaming) : null;
             _label = ColumnChecks.LabelReader(_cursor, source._label, source._options.Task);
             _id = _cursor.GetIdGetter();
         }

@@ -44,7 +44,7 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
         private readonly HashSet<int> _active;
         private readonly NeuralScorer _scorer;
         private readonly ColumnChecks.FeatureRead? _readFeatures;
-        private readonly Tensor? _input; // reused for every batch of this cursor: rows are read straight into it
+        private Tensor? _input; // reused for every batch of this cursor (rented from the scorer): rows are read straight into it
         private readonly bool[] _nonFinite; // per row of the batch: did the reader find a NaN or infinity?
         private readonly ResultRow _result = new();
         private readonly int _batchSize;
@@ -61,8 +61,9 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             _batchSize = batchSize;
             if (lead is not null)
             {
-                _readFeatures = ColumnChecks.FeatureReader(lead, lead.Schema[scorer.FeatureColumn], scorer.FeatureCount);
-                _input = scorer.NewInput(batchSize);
+                _readFeatures = ColumnChecks.FeatureReader(lead, lead.Schema[scorer.FeatureColumn], scorer.FeatureCount,
+                    streaming: (long)batchSize * scorer.FeatureCount * sizeof(float) >= FiniteCheck.StreamingBatchBytes);
+                _input = scorer.RentInput(batchSize);
             }
             _nonFinite = new bool[lead is null ? 0 : batchSize];
             _result.Row = -1;
@@ -124,7 +125,8 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             {
                 _follow?.Dispose();
                 _lead?.Dispose();
-                _input?.Dispose();
+                if (_input is not null) _scorer.ReturnInput(_input);
+                _input = null; // a second Dispose must not return it twice
             }
             base.Dispose(disposing);
         }

@@ -11,7 +11,7 @@ internal static class Harness
 {
     public static int Repetitions = 5;
 
-    /// <summary>Seconds per call of each variant, interleaved.</summary>
+    /// <summary>Seconds per call of each variant, interleaved in rounds.</summary>
     public static Dictionary<string, List<double>> Interleaved(int warmup, params (string name, Action run)[] variants) =>
         Interleaved(warmup, Repetitions, variants);
 
@@ -22,8 +22,11 @@ internal static class Harness
             foreach (var (_, run) in variants) run();
         var times = variants.ToDictionary(v => v.name, _ => new List<double>());
         for (int r = 0; r < repetitions; r++)
-            foreach (var (name, run) in variants)
+            for (int i = 0; i < variants.Length; i++)
+            {
+                var (name, run) = variants[(i + r) % variants.Length]; // rotate the order each round: no variant always runs first
                 times[name].Add(Time(run));
+            }
         return times;
     }
 
@@ -67,7 +70,18 @@ internal static class Harness
     /// same repetition: the pair ran back to back, so a slow spell of the machine hits both sides of each ratio.
     /// </summary>
     public static double PairedRatio(Dictionary<string, List<double>> times, string variant, string baseline) =>
-        Median(times[variant].Zip(times[baseline], (v, b) => v / b));
+        Median(Ratios(times, variant, baseline));
+
+    /// <summary>The per-round ratios of <paramref name="variant"/> to <paramref name="baseline"/>.</summary>
+    public static List<double> Ratios(Dictionary<string, List<double>> times, string variant, string baseline) =>
+        times[variant].Zip(times[baseline], (v, b) => v / b).ToList();
+
+    /// <summary>"q1–q3": the interquartile range of the per-round ratios, to show how much one run can tell.</summary>
+    public static string Spread(Dictionary<string, List<double>> times, string variant, string baseline, string format = "F3")
+    {
+        var r = Ratios(times, variant, baseline);
+        return $"{Percentile(r, 0.25).ToString(format, System.Globalization.CultureInfo.InvariantCulture)}–{Percentile(r, 0.75).ToString(format, System.Globalization.CultureInfo.InvariantCulture)}";
+    }
 
     public static double Percentile(IEnumerable<double> xs, double p)
     {

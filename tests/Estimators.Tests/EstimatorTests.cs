@@ -213,6 +213,39 @@ public sealed class EstimatorTests : IDisposable
     }
 
     [Fact]
+    public void CursorsReuseInputBuffersSafely()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = KindData(ml, 100);
+        using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions { Epochs = 1, ScoringBatchSize = 32 }).Fit(data);
+        var scored = model.Transform(data);
+        var expected = scored.GetColumn<float[]>("Score").ToList();
+        long live = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        // Sequential passes reuse one buffer: nothing accumulates.
+        for (int pass = 0; pass < 20; pass++) Assert.Equal(expected, scored.GetColumn<float[]>("Score").ToList());
+        Assert.Equal(live, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        // A cursor disposed twice gives its buffer back once: two cursors open together never share one.
+        var score = scored.Schema["Score"];
+        scored.GetRowCursor([score]).Dispose();
+        var twice = scored.GetRowCursor([score]);
+        twice.Dispose();
+        twice.Dispose();
+        long beforeOpen = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using var a = scored.GetRowCursor([score]);
+        using var b = scored.GetRowCursor([score]);
+        Assert.Equal(beforeOpen + 1, DisposeScopeManager.Statistics.ThreadTotalLiveCount); // one reused buffer, one new
+        var (getA, getB) = (a.GetGetter<VBuffer<float>>(score), b.GetGetter<VBuffer<float>>(score));
+        VBuffer<float> va = default, vb = default;
+        for (int row = 0; a.MoveNext() && b.MoveNext(); row++)
+        {
+            getA(ref va);
+            getB(ref vb);
+            Assert.Equal(expected[row], va.DenseValues().ToArray());
+            Assert.Equal(expected[row], vb.DenseValues().ToArray());
+        }
+    }
+
+    [Fact]
     public void BatchedAndSingleRowScoresAgree()
     {
         var ml = new MLContext(seed: 1);
