@@ -91,6 +91,7 @@ internal sealed class DataViewBatchSource : IDisposable
         {
             while (rows.MoveNext())
             {
+                if ((rows.Position & 4095) == 0) _options.CancellationToken.ThrowIfCancellationRequested();
                 var store = rows.IsValidation ? val! : train;
                 if (train.Count + (val?.Count ?? 0) >= maxRows) return false; // over the limit: stream instead
                 if (!rows.ReadFeatures(store.NextRow())) { skipped++; continue; }
@@ -125,6 +126,7 @@ internal sealed class DataViewBatchSource : IDisposable
         using var rows = new RowReader(this, null, readFeatures: skip);
         while (rows.MoveNext())
         {
+            if ((rows.Position & 4095) == 0) _options.CancellationToken.ThrowIfCancellationRequested();
             if (skip && !rows.ReadFeatures(scratch)) { skipped++; continue; }
             if (rows.IsValidation) val++; else train++;
         }

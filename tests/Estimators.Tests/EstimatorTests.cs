@@ -304,4 +304,29 @@ public sealed class EstimatorTests : IDisposable
         var options = new MulticlassNeuralNetworkOptions { Epochs = 50, CancellationToken = cts.Token, EpochCompleted = m => { if (m.Epoch == 2) cts.Cancel(); } };
         Assert.ThrowsAny<OperationCanceledException>(() => ml.MulticlassClassification.Trainers.NeuralNetwork(options).Fit(KindData(ml, 100)));
     }
+
+    [Theory]
+    [InlineData(1024)]
+    [InlineData(0)]
+    public void CancellationIsHonouredWhileTheDataIsRead(int inMemoryLimitMB)
+    {
+        var ml = new MLContext(seed: 1);
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        var epochs = new List<int>();
+        var options = new MulticlassNeuralNetworkOptions
+        {
+            CancellationToken = cts.Token, InMemoryLimitMB = inMemoryLimitMB, ValidationFraction = 0.2, // streaming scans first
+            EpochCompleted = m => epochs.Add(m.Epoch),
+        };
+        // Count the rows the estimator pulls from the source: reading stops at once instead of finishing the pass.
+        int served = 0;
+        IEnumerable<TabularRow> Counted() { foreach (var r in Synthetic.Rows(20_000)) { served++; yield return r; } }
+        var raw = ml.Data.LoadFromEnumerable(Counted());
+        var data = ml.Transforms.Conversion.MapValueToKey("Label", "Kind").Fit(raw).Transform(raw);
+        served = 0;
+        Assert.ThrowsAny<OperationCanceledException>(() => ml.MulticlassClassification.Trainers.NeuralNetwork(options).Fit(data));
+        Assert.Empty(epochs);
+        Assert.InRange(served, 0, 5_000); // not the whole pass (the enumerable view reads some rows ahead of the cursor)
+    }
 }
