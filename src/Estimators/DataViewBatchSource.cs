@@ -164,7 +164,7 @@ internal sealed class DataViewBatchSource : IDisposable
     private IEnumerable<Batch> Direct(Random? random, bool validation)
     {
         int f = FeatureCount, b = _options.BatchSize;
-        using var rows = new RowReader(this, random, readFeatures: true, streaming: (long)b * f * sizeof(float) >= FiniteCheck.StreamingBatchBytes);
+        using var rows = new RowReader(this, random, readFeatures: true, streaming: FiniteCheck.Streams(b, f));
         while (true)
         {
             var x = empty(b, f).DetachFromDisposeScope();
@@ -196,6 +196,7 @@ internal sealed class DataViewBatchSource : IDisposable
     private IEnumerable<Batch> Windowed(Random shuffle)
     {
         int f = FeatureCount, b = _options.BatchSize, window = b * WindowBatches;
+        bool streaming = FiniteCheck.Streams(b, f);
         var rowsX = new float[window * f];
         var rowsY = new float[window];
         var order = new int[window];
@@ -221,9 +222,10 @@ internal sealed class DataViewBatchSource : IDisposable
                 for (int i = 0; i < n; i++)
                 {
                     int src = order[start + i];
-                    rowsX.AsSpan(src * f, f).CopyTo(memory.Slice(i * f, f));
+                    _ = FiniteCheck.CopyAll(rowsX.AsSpan(src * f, f), memory.Slice(i * f, f), streaming); // checked when read
                     y[i] = rowsY[src];
                 }
+                FiniteCheck.Publish();
                 yield return MakeBatch(x, y, n);
             }
         }

@@ -18,6 +18,9 @@ internal static class FiniteCheck
     /// </summary>
     public const int StreamingBatchBytes = 256 * 1024;
 
+    /// <summary>Should a batch of <paramref name="rows"/> x <paramref name="features"/> floats be written with streaming stores?</summary>
+    public static bool Streams(int rows, int features) => (long)rows * features * sizeof(float) >= StreamingBatchBytes;
+
     public static bool All(ReadOnlySpan<float> values)
     {
         var acc = Vector<float>.Zero;

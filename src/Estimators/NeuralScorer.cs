@@ -103,7 +103,6 @@ internal sealed class NeuralScorer : IDisposable
     /// </summary>
     public void Score(Tensor input, int rows, ResultRow result, ReadOnlySpan<bool> nonFinite)
     {
-        FiniteCheck.Publish(); // the rows may have been written with streaming stores
         if (result.Values.Length < rows * Width) result.Values = new float[rows * Width];
         if (result.NonFinite.Length < rows) result.NonFinite = new bool[rows];
         if (nonFinite.IsEmpty)

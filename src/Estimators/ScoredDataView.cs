@@ -62,7 +62,7 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             if (lead is not null)
             {
                 _readFeatures = ColumnChecks.FeatureReader(lead, lead.Schema[scorer.FeatureColumn], scorer.FeatureCount,
-                    streaming: (long)batchSize * scorer.FeatureCount * sizeof(float) >= FiniteCheck.StreamingBatchBytes);
+                    streaming: FiniteCheck.Streams(batchSize, scorer.FeatureCount));
                 _input = scorer.RentInput(batchSize);
             }
             _nonFinite = new bool[lead is null ? 0 : batchSize];
@@ -94,6 +94,7 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
                 if (_follow is null) return false;
                 throw new InvalidOperationException("The input data view yielded fewer rows to the second cursor than to the first; it must give the same rows in the same order to every unshuffled cursor.");
             }
+            FiniteCheck.Publish(); // the rows may have been written with streaming stores
             _scorer.Score(_input!, _rowsInBatch, _result, anyNonFinite ? _nonFinite : []);
             _result.Row = 0;
             _position++;

@@ -43,11 +43,7 @@ public sealed class ProgressBoard : IDisposable
         if (!_pending.TryGetValue(label, out var p))
             _pending[label] = p = new Pending();
         using (no_grad())
-        {
-            // The sum is float64 (a new one per plotted point); adding a float32 value promotes it in place.
-            if (p.Sum is null) p.Sum = value.detach().reshape(1).to_type(ScalarType.Float64).DetachFromDisposeScope();
-            else p.Sum.add_(value, MlNetGuide.Modules.Scalars.One); // kept-alive alpha: see Scalars
-        }
+            p.Sum = DeviceSum.Add(p.Sum, value); // a new float64 sum per plotted point
         p.XSum += x;
         p.Count++;
         if (p.Count < everyN) return;

@@ -109,8 +109,8 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
         {
             // Two tiny device ops per step (one add into the board's sum, one into the epoch's); nothing is read here.
             Board.Draw(x, value, label, n);
-            if (_epochSums.TryGetValue(label, out var acc)) { acc.sum.add_(value, Scalars.One); _epochSums[label] = (acc.sum, acc.count + 1); }
-            else _epochSums[label] = (value.detach().reshape(1).to_type(ScalarType.Float64).DetachFromDisposeScope(), 1);
+            _epochSums.TryGetValue(label, out var acc); // (null, 0) for the epoch's first value
+            _epochSums[label] = (DeviceSum.Add(acc.sum, value), acc.count + 1);
         }
     }
 

@@ -30,7 +30,7 @@ public class FiniteCheckTests
         Assert.True(FiniteCheck.All(source));
 
         foreach (float bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
-            for (int at = 0; at < length; at += Math.Max(1, length / 9))
+            for (int at = 0; at < length; at++)
             {
                 var dirty = (float[])source.Clone();
                 dirty[at] = bad;

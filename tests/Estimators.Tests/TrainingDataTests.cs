@@ -88,6 +88,21 @@ public class TrainingDataTests
         Assert.InRange(memVal.Count, 50, 100);
     }
 
+    [Theory]
+    [InlineData(View.InOrder)] // rows shuffled in windows, then copied into the batch
+    [InlineData(View.Cached)]  // rows go from a shuffled cursor straight into the batch
+    public void LargeStreamedBatchesAreWrittenWithStreamingStoresAndCarryEveryRow(View kind)
+    {
+        const int batch = 16_384, rows = 40_000;
+        Assert.True(FiniteCheck.Streams(batch, 4)); // 256 KB per batch: the streaming-store path
+        var ml = new MLContext(seed: 1);
+        using var source = new DataViewBatchSource(Data(ml, kind, rows), Options(batch: batch), seed: 5);
+        source.Prepare(0);
+        var ids = Ids(source.Train(0)); // also checks that each label travels with its row
+        Assert.Equal(Enumerable.Range(0, rows).Select(i => (long)i), ids.Order());
+        Assert.NotEqual(ids.Order(), ids);
+    }
+
     [Fact]
     public void DataOverTheLimitStreamsWhetherOrNotItsRowCountIsKnown()
     {
