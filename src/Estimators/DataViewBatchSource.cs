@@ -231,24 +231,25 @@ internal sealed class DataViewBatchSource : IDisposable
         }
     }
 
-    private Batch MakeBatch(Tensor x, float[] y, int n)
+    private Batch MakeBatch(Tensor x, float[] y, int n) =>
+        new(FirstRows(x, n), Labels(y, n, _options.Task == NeuralTask.MulticlassClassification));
+
+    /// <summary>The first <paramref name="rows"/> rows of <paramref name="x"/>, which it replaces (a view keeps the storage alive).</summary>
+    private static Tensor FirstRows(Tensor x, long rows)
     {
-        if (n < x.shape[0])
-        {
-            var view = x.narrow(0, 0, n).DetachFromDisposeScope(); // keeps the storage alive
-            x.Dispose();
-            x = view;
-        }
-        Tensor yt;
-        if (_options.Task == NeuralTask.MulticlassClassification)
-        {
-            var classes = new long[n];
-            for (int i = 0; i < n; i++) classes[i] = (long)y[i];
-            yt = tensor(classes, new long[] { n }).DetachFromDisposeScope();
-        }
-        else
-            yt = tensor(n == y.Length ? y : y[..n], new long[] { n }).DetachFromDisposeScope();
-        return new Batch(x, yt);
+        if (rows == x.shape[0]) return x;
+        var view = x.narrow(0, 0, rows).DetachFromDisposeScope();
+        x.Dispose();
+        return view;
+    }
+
+    /// <summary>The first <paramref name="n"/> labels as the loss reads them: int64 class indices for multiclass, else float32.</summary>
+    private static Tensor Labels(float[] y, int n, bool classIndices)
+    {
+        if (!classIndices) return tensor(n == y.Length ? y : y[..n], new long[] { n }).DetachFromDisposeScope();
+        var classes = new long[n];
+        for (int i = 0; i < n; i++) classes[i] = (long)y[i];
+        return tensor(classes, new long[] { n }).DetachFromDisposeScope();
     }
 
     /// <summary>
@@ -286,32 +287,17 @@ internal sealed class DataViewBatchSource : IDisposable
         /// <summary>Hands over (features, labels) trimmed to the rows read; the store no longer owns them.</summary>
         public Tensor[] Finish(bool classIndices)
         {
-            var x = _x!;
+            var all = _x!;
             _x = null;
-            if (Count < x.shape[0])
+            long capacity = all.shape[0];
+            var x = FirstRows(all, Count);
+            if (Count * 4L < capacity * 3) // much spare room: give it back
             {
-                var all = x;
-                long capacity = all.shape[0];
-                x = all.narrow(0, 0, Count).DetachFromDisposeScope(); // a view keeps the storage alive
-                all.Dispose();
-                if (Count * 4L < capacity * 3) // much spare room: give it back
-                {
-                    var view = x;
-                    x = view.clone().DetachFromDisposeScope();
-                    view.Dispose();
-                }
+                var view = x;
+                x = view.clone().DetachFromDisposeScope();
+                view.Dispose();
             }
-            var labels = _y.AsSpan(0, Count);
-            Tensor y;
-            if (classIndices)
-            {
-                var classes = new long[Count];
-                for (int i = 0; i < Count; i++) classes[i] = (long)labels[i];
-                y = tensor(classes, new long[] { Count }).DetachFromDisposeScope();
-            }
-            else
-                y = tensor(labels.ToArray(), new long[] { Count }).DetachFromDisposeScope();
-            return [x, y];
+            return [x, Labels(_y, Count, classIndices)];
         }
 
         public void Dispose() => _x?.Dispose();
