@@ -84,6 +84,11 @@ internal static class ColumnChecks
             return destination =>
             {
                 getter(ref buffer);
+                // ML.NET does not hold a row to its column's declared size (a [VectorType(4)] array may carry 3 values,
+                // none, or 5): a short row would keep the previous row's tail, so refuse any row of another length.
+                if (buffer.Length != width)
+                    throw new SchemaMismatchException(column.Name, $"a vector of {width} Single values in every row (the column's width)",
+                        $"{buffer.Length} values in row {row.Position}");
                 var values = buffer.GetValues();
                 if (buffer.IsDense) return FiniteCheck.CopyAll(values, destination, streaming);
                 destination[..width].Clear();

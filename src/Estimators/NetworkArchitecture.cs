@@ -70,6 +70,34 @@ public sealed record NetworkArchitecture
         };
     }
 
+    /// <summary>
+    /// A lower bound on the bytes of parameters <see cref="Build"/> would allocate, computed without building: exact
+    /// for the built-in MLPs (float32), and for a user-defined module the largest width it is asked for (any layer that
+    /// uses a width holds at least that many elements). A loader compares it with the weights a file holds before it
+    /// builds the module a file's config describes.
+    /// </summary>
+    internal long MinimumParameterBytes(int inputs, int outputs)
+    {
+        if (Name is "mlp" or "lazy-mlp" or "chapter-mlp")
+        {
+            try
+            {
+                long total = 0, width = inputs;
+                foreach (var h in HiddenWidths)
+                {
+                    total = checked(total + width * h + h);
+                    width = h;
+                }
+                return checked((total + width * outputs + outputs) * sizeof(float));
+            }
+            catch (OverflowException)
+            {
+                return long.MaxValue;
+            }
+        }
+        return Math.Max(Math.Max(inputs, outputs), HiddenWidths.Count == 0 ? 0 : HiddenWidths.Max());
+    }
+
     private static nn.Module<Tensor, Tensor> BuildMlp(ModuleRequest r, bool lazy)
     {
         nn.Module<Tensor, Tensor> Linear(long inputs, long outputs) => lazy ? new LazyLinear(outputs) : nn.Linear(inputs, outputs);

@@ -16,7 +16,7 @@ namespace MlNetGuide.Estimators;
 /// </summary>
 /// <remarks>
 /// <para>Zip layout: the usual ML.NET entries hold a placeholder model, so that a plain <c>mlContext.Model.Load</c> fails
-/// at once with a message naming <see cref="Load(MLContext, string, out DataViewSchema)"/> (it cannot rebuild a
+/// at once with a message naming <see cref="Load(MLContext, string, out DataViewSchema, LoadLimits)"/> (it cannot rebuild a
 /// network: ML.NET keeps its loader API internal). Under <c>MlNetGuide/</c>: <c>manifest.json</c> lists the pipeline's
 /// parts in order; each run of ordinary ML.NET transformers is a nested ML.NET model (<c>partN.zip</c>, saved with
 /// <c>mlContext.Model.Save</c>); each network is <c>partN.json</c> (task, columns, architecture, key values) and
@@ -52,19 +52,23 @@ public static class NeuralModel
     }
 
     /// <summary>Loads a model saved by <see cref="Save(MLContext, ITransformer, DataViewSchema, string)"/>.</summary>
+    /// <param name="mlContext">The context; its <c>GpuDeviceId</c> picks the device the networks are loaded on.</param>
+    /// <param name="path">The model zip.</param>
+    /// <param name="inputSchema">The schema of the data the model was fitted on.</param>
+    /// <param name="limits">The memory budget for what the file describes (default: derived from the file's length).</param>
     /// <exception cref="FileNotFoundException">No file at <paramref name="path"/>.</exception>
-    /// <exception cref="ModelFormatException">Not such a model, corrupt, or its weights do not fit its architecture.</exception>
-    public static ITransformer Load(MLContext mlContext, string path, out DataViewSchema inputSchema)
+    /// <exception cref="ModelFormatException">Not such a model, corrupt, over the budget, or its weights do not fit its architecture.</exception>
+    public static ITransformer Load(MLContext mlContext, string path, out DataViewSchema inputSchema, LoadLimits? limits = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"No model file at {Path.GetFullPath(path)}.", path);
         using var stream = File.OpenRead(path);
-        return Load(mlContext, stream, out inputSchema, path);
+        return Load(mlContext, stream, out inputSchema, path, limits ?? LoadLimits.Default);
     }
 
     /// <summary>Loads a model from a stream.</summary>
-    public static ITransformer Load(MLContext mlContext, Stream stream, out DataViewSchema inputSchema) =>
-        Load(mlContext, stream, out inputSchema, "stream");
+    public static ITransformer Load(MLContext mlContext, Stream stream, out DataViewSchema inputSchema, LoadLimits? limits = null) =>
+        Load(mlContext, stream, out inputSchema, "stream", limits ?? LoadLimits.Default);
 
     private static byte[] SaveToBytes(MLContext ml, ITransformer model, DataViewSchema inputSchema)
     {
@@ -120,43 +124,59 @@ public static class NeuralModel
         return ms.ToArray();
     }
 
-    private static ITransformer Load(MLContext ml, Stream stream, out DataViewSchema inputSchema, string source)
+    // What a manifest, a config or a seal may reasonably be: JSON documents of a few kilobytes.
+    private const long MaxJsonBytes = 1 << 20;
+    private const int MaxParts = 256;
+    private const int MaxScoringBatchSize = 1 << 20;
+
+    private static ITransformer Load(MLContext ml, Stream stream, out DataViewSchema inputSchema, string source, LoadLimits limits)
     {
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(stream);
-        using var copy = new MemoryStream();
-        stream.CopyTo(copy);
-        copy.Position = 0;
         var device = LoadDevice(ml);
         var loaded = new List<ITransformer>();
         try
         {
-            Integrity.VerifyZip(copy, source);
+            using var copy = new MemoryStream();
+            stream.CopyTo(copy);
+            copy.Position = 0;
+            // Every size below is checked against this budget before anything it describes is inflated or allocated.
+            var budget = new Budget(limits.BudgetFor(copy.Length), source);
+            Integrity.VerifyZip(copy, source, budget.Total);
             using var zip = new ZipArchive(copy, ZipArchiveMode.Read);
             var manifestEntry = zip.GetEntry(ManifestEntry)
                 ?? throw new ModelFormatException($"{source} was not saved by NeuralModel.Save (it has no {ManifestEntry}); load an ordinary ML.NET model with mlContext.Model.Load.");
             var manifest = ReadJson<Manifest>(manifestEntry, source);
             if (manifest.Version != FormatVersion)
                 throw new ModelFormatException($"{source} has MlNetGuide model format {manifest.Version}; this version reads format {FormatVersion}.");
-            if (manifest.Parts.Count == 0 || manifest.Parts[0].Kind != "mlnet")
+            if (manifest.Parts is not { Count: > 0 } parts || parts[0].Kind != "mlnet")
                 throw new ModelFormatException($"{source}: the manifest does not start with the input-schema part.");
+            if (parts.Count > MaxParts)
+                throw new ModelFormatException($"{source}: the manifest lists {parts.Count} parts; at most {MaxParts} are accepted.");
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var part in parts)
+                if (!seen.Add(part.Entry))
+                    throw new ModelFormatException($"{source}: the manifest lists part '{part.Entry}' more than once.");
             DataViewSchema? schema = null;
-            foreach (var part in manifest.Parts)
+            foreach (var part in parts)
             {
                 switch (part.Kind)
                 {
                     case "mlnet":
                     {
-                        using var bytes = new MemoryStream();
-                        using (var s = Entry(zip, part.Entry, source).Open()) s.CopyTo(bytes);
-                        bytes.Position = 0;
-                        var t = ml.Model.Load(bytes, out var partSchema);
+                        var entry = Entry(zip, part.Entry, source);
+                        budget.Charge(entry.Length, entry.FullName);
+                        var bytes = ZipBounds.ReadAll(entry, budget.Total, source);
+                        // ML.NET reads the nested zip itself: bound what it may inflate there too.
+                        using (var nested = new ZipArchive(new MemoryStream(bytes, writable: false), ZipArchiveMode.Read))
+                            budget.Charge(ZipBounds.Check(nested, budget.Left, $"{source}:{entry.FullName}"), entry.FullName);
+                        var t = ml.Model.Load(new MemoryStream(bytes, writable: false), out var partSchema);
                         schema ??= partSchema;
                         loaded.AddRange(Flatten(t));
                         break;
                     }
                     case "neural":
-                        loaded.Add(LoadNeural(zip, part.Entry, source, device));
+                        loaded.Add(LoadNeural(zip, part.Entry, source, device, budget));
                         break;
                     default:
                         throw new ModelFormatException($"{source}: unknown part kind '{part.Kind}'.");
@@ -165,7 +185,7 @@ public static class NeuralModel
             inputSchema = schema!;
             return new TransformerChain<ITransformer>(loaded.ToArray());
         }
-        catch (Exception ex) when (ex is not (ModelFormatException or ModuleNotRegisteredException or OutOfMemoryException))
+        catch (Exception ex) when (ex is not (ModelFormatException or ModuleNotRegisteredException))
         {
             foreach (var t in loaded) (t as IDisposable)?.Dispose();
             throw new ModelFormatException($"{source} is not a readable MlNetGuide model: {ex.Message}", ex);
@@ -177,13 +197,39 @@ public static class NeuralModel
         }
     }
 
-    private static NeuralNetworkTransformer LoadNeural(ZipArchive zip, string entry, string source, Device device)
+    /// <summary>What one model file may still allocate: inflated entries and the networks built from it.</summary>
+    private sealed class Budget(long total, string source)
+    {
+        public long Total { get; } = total;
+        public long Left => Total - _used;
+        private long _used;
+
+        public void Charge(long bytes, string what)
+        {
+            if (bytes > Left)
+                throw new ModelFormatException(
+                    $"{source}: {what} needs {bytes:N0} bytes, which with the {_used:N0} bytes before it exceeds the load budget of {Total:N0} bytes " +
+                    "(LoadLimits.MaxLoadBytes; raise it only for a file you trust).");
+            _used += bytes;
+        }
+    }
+
+    private static NeuralNetworkTransformer LoadNeural(ZipArchive zip, string entry, string source, Device device, Budget budget)
     {
         var config = ReadJson<NeuralConfig>(Entry(zip, entry + ".json", source), source);
         if (!Enum.TryParse<NeuralTask>(config.Task, out var task))
             throw new ModelFormatException($"{source}: unknown task '{config.Task}'.");
-        if (config.FeatureCount <= 0 || config.Outputs <= 0 || config.ScoringBatchSize <= 0)
-            throw new ModelFormatException($"{source}: invalid sizes in {entry}.json.");
+        if (config.FeatureCount <= 0 || config.Outputs <= 0 || config.ScoringBatchSize is <= 0 or > MaxScoringBatchSize
+            || config.HiddenWidths is null || config.HiddenWidths.Any(w => w <= 0))
+            throw new ModelFormatException(
+                $"{source}: invalid sizes in {entry}.json (features {config.FeatureCount}, outputs {config.Outputs}, hidden [{string.Join(", ", config.HiddenWidths ?? [])}], " +
+                $"scoring batch size {config.ScoringBatchSize}; expected positive widths and a batch size of at most {MaxScoringBatchSize}).");
+        if (task != NeuralTask.MulticlassClassification && config.Outputs != 1)
+            throw new ModelFormatException($"{source}: a {task} network has 1 output, {entry}.json says {config.Outputs}.");
+        var keyValues = config.KeyValueType is null ? null : KeyValues.Parse(config.KeyValueType, config.KeyValues ?? []);
+        if (task == NeuralTask.MulticlassClassification && keyValues is not null && keyValues.Count != config.Outputs)
+            throw new ModelFormatException(
+                $"{source}: {entry}.json has {keyValues.Count} label key values for a network of {config.Outputs} outputs; they must be equal.");
         var architecture = config.Architecture switch
         {
             "mlp" => NetworkArchitecture.Mlp(config.HiddenWidths),
@@ -191,17 +237,23 @@ public static class NeuralModel
             "chapter-mlp" => NetworkArchitecture.ChapterMlp(),
             var name => NetworkArchitecture.Custom(name, config.HiddenWidths),
         };
+        var weightsEntry = Entry(zip, entry + ".weights", source);
+        // Before building anything: the network must fit in the weights the file holds (a module's parameters are at
+        // least as large as any width it was asked for), and the weights and the network must fit in the budget.
+        long weightBytes = weightsEntry.Length;
+        long needed = architecture.MinimumParameterBytes(config.FeatureCount, config.Outputs);
+        if (needed > weightBytes)
+            throw new ModelFormatException(
+                $"{source}: architecture {architecture} for {config.FeatureCount} features and {config.Outputs} outputs needs at least {needed:N0} bytes of weights; " +
+                $"{weightsEntry.FullName} holds {weightBytes:N0}.");
+        budget.Charge(weightBytes, weightsEntry.FullName);
+        budget.Charge(weightBytes, $"the network built for {weightsEntry.FullName}");
         var module = architecture.Build(config.FeatureCount, config.Outputs);
         try
         {
-            using (var weights = new MemoryStream())
-            {
-                using (var s = Entry(zip, entry + ".weights", source).Open()) s.CopyTo(weights);
-                weights.Position = 0;
+            using (var weights = new MemoryStream(ZipBounds.ReadAll(weightsEntry, weightBytes, source), writable: false))
                 StateDict.Load(module, weights, TensorFileFormat.TorchSharp);
-            }
             if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
-            var keyValues = config.KeyValueType is null ? null : KeyValues.Parse(config.KeyValueType, config.KeyValues ?? []);
             var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,
                 config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues);
             return new NeuralNetworkTransformer(scorer, architecture, config.ScoringBatchSize);
@@ -278,8 +330,15 @@ public static class NeuralModel
 
     private static T ReadJson<T>(ZipArchiveEntry entry, string source)
     {
-        using var s = entry.Open();
-        return JsonSerializer.Deserialize<T>(s, Json) ?? throw new ModelFormatException($"{source}: {entry.FullName} is empty.");
+        try
+        {
+            return JsonSerializer.Deserialize<T>(ZipBounds.ReadAll(entry, MaxJsonBytes, source), Json)
+                ?? throw new ModelFormatException($"{source}: {entry.FullName} is empty.");
+        }
+        catch (JsonException ex)
+        {
+            throw new ModelFormatException($"{source}: {entry.FullName} is not valid JSON ({ex.Message}).", ex);
+        }
     }
 
     private sealed class Manifest

@@ -12,7 +12,7 @@ namespace MlNetGuide.Estimators;
 /// </summary>
 /// <remarks>
 /// Save it with <see cref="NeuralModel.Save(MLContext, ITransformer, DataViewSchema, string)"/> and load it with
-/// <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema)"/>: ML.NET keeps the API a transformer needs to
+/// <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema, LoadLimits)"/>: ML.NET keeps the API a transformer needs to
 /// write into its model zip internal, so a plain <c>mlContext.Model.Save</c> refuses (naming that call) rather than
 /// silently dropping the weights.
 /// </remarks>
@@ -51,15 +51,25 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     public ProgressBoard? Board => _trainable?.Board;
 
     /// <summary>The module tree, parameter names, shapes and counts.</summary>
-    public string Summary => ModuleSummary.Describe(_scorer.Module);
+    public string Summary => ModuleSummary.Describe(Scorer.Module);
 
-    internal NeuralScorer Scorer => _scorer;
+    /// <summary>The scorer; throws <see cref="ObjectDisposedException"/> once the transformer is disposed.</summary>
+    internal NeuralScorer Scorer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _scorer;
+        }
+    }
+
+    private bool _disposed;
 
     /// <summary>A short SHA-256 digest of the trained parameters (identical runs give identical digests).</summary>
     public string WeightsDigest()
     {
         using var stream = new MemoryStream();
-        StateDict.Save(_scorer.Module, stream);
+        StateDict.Save(Scorer.Module, stream);
         return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(stream.ToArray()))[..16];
     }
 
@@ -72,10 +82,11 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        ColumnChecks.Features(inputSchema, _scorer.FeatureColumn, _scorer.FeatureCount);
+        var scorer = Scorer;
+        ColumnChecks.Features(inputSchema, scorer.FeatureColumn, scorer.FeatureCount);
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
-        _scorer.AddOutputColumns(builder);
+        scorer.AddOutputColumns(builder);
         return builder.ToSchema();
     }
 
@@ -98,9 +109,12 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
             "A NeuralNetworkTransformer's weights cannot be written through mlContext.Model.Save (ML.NET keeps that API internal). " +
             "Save the model with MlNetGuide.Estimators.NeuralModel.Save(mlContext, model, schema, path) and load it with NeuralModel.Load(mlContext, path, out schema).");
 
-    /// <summary>Releases the network's native memory.</summary>
+    /// <summary>Releases the network's native memory. Using the transformer (or a view it returned) afterwards throws <see cref="ObjectDisposedException"/>.</summary>
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
+        _scorer.MarkDisposed();
         if (_trainable is not null) _trainable.Dispose(); // owns the net
         else _scorer.Dispose();
     }

@@ -103,6 +103,7 @@ internal sealed class NeuralScorer : IDisposable
     /// </summary>
     public void Score(Tensor input, int rows, ResultRow result, ReadOnlySpan<bool> nonFinite)
     {
+        ObjectDisposedException.ThrowIf(_disposed, typeof(NeuralNetworkTransformer));
         if (result.Values.Length < rows * Width) result.Values = new float[rows * Width];
         if (result.NonFinite.Length < rows) result.NonFinite = new bool[rows];
         if (nonFinite.IsEmpty)
@@ -202,13 +203,19 @@ internal sealed class NeuralScorer : IDisposable
         }
     }
 
-    public void Dispose()
+    /// <summary>From now on <see cref="Score"/> throws <see cref="ObjectDisposedException"/>; pooled inputs are released.</summary>
+    public void MarkDisposed()
     {
         lock (_inputPool)
         {
             _disposed = true;
             while (_inputPool.TryPop(out var pooled)) pooled.Dispose();
         }
+    }
+
+    public void Dispose()
+    {
+        MarkDisposed();
         Module.Dispose();
     }
 }

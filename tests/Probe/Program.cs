@@ -9,12 +9,17 @@ using static TorchSharp.torch;
 // Usage:
 //   probe mlp-forward <state-dict-path>   build MLP(32, 3, inputs: 8), load the file, print forward(X) for a fixed X
 //   probe slow-save <path> <megabytes>    save a large tensor dictionary atomically (a test kills it midway)
-//   probe gc-stress <steps> <sgd|adam>    train through the Trainer while another thread forces GCs non-stop
+//   probe gc-stress <steps> <sgd|adam|torch-sgd|torch-adam>
+//                                         train through the Trainer while another thread forces GCs non-stop
+//   probe load-untrusted <model|tensors|state-dict> <path>
+//                                         load a (crafted) file; print "loaded" or "refused <type>: <message>",
+//                                         then "vmhwm <kB>" (the process's peak resident memory)
 return args switch
 {
     ["gc-stress", var steps, var optimizer] => GcStress(int.Parse(steps, CultureInfo.InvariantCulture), optimizer),
     ["train-digest", var seed] => TrainDigest(int.Parse(seed, CultureInfo.InvariantCulture)),
     ["mlp-forward", var path] => MlpForward(path),
+    ["load-untrusted", var kind, var path] => LoadUntrusted(kind, path),
     ["slow-save", var path, var mb] => SlowSave(path, int.Parse(mb, CultureInfo.InvariantCulture)),
     _ => Usage(),
 };
@@ -26,6 +31,35 @@ static int MlpForward(string path)
     using var x = ProbeNets.Input();
     using var y = net.call(x);
     Console.WriteLine(string.Join(" ", y.data<float>().ToArray().Select(v => BitConverter.SingleToInt32Bits(v).ToString("x8", CultureInfo.InvariantCulture))));
+    return 0;
+}
+
+static int LoadUntrusted(string kind, string path)
+{
+    try
+    {
+        switch (kind)
+        {
+            case "model":
+                (NeuralModel.Load(new MLContext(), path, out _) as IDisposable)?.Dispose();
+                break;
+            case "tensors":
+                foreach (var t in TensorIO.LoadDict(path).Values) t.Dispose();
+                break;
+            case "state-dict":
+                using (var net = ProbeNets.Mlp()) StateDict.Load(net, path);
+                break;
+            default:
+                return Usage();
+        }
+        Console.WriteLine("loaded");
+    }
+    catch (Exception ex)
+    {
+        Console.WriteLine($"refused {ex.GetType().Name}: {ex.Message.ReplaceLineEndings(" ")}");
+    }
+    var hwm = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+    Console.WriteLine($"vmhwm {hwm.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]}");
     return 0;
 }
 
@@ -53,7 +87,15 @@ static int GcStress(int steps, string optimizer)
     using var data = MlNetGuide.Training.TensorDataModule.Split(x, y, 0.1, 32, seed: 1);
     using var model = new MlNetGuide.Training.Classifier(
         torch.nn.Sequential(new MyLinear(20, 32, g), new CenteredLayer(), torch.nn.Linear(32, 10)), lr: 0.01);
-    if (optimizer == "adam") model.OptimizerFactory = (ps, lr) => new MlNetGuide.Training.Adam(ps, lr);
+    model.OptimizerFactory = optimizer switch
+    {
+        "sgd" => null, // the default: MlNetGuide's GC-safe Sgd
+        "adam" => (ps, lr) => new MlNetGuide.Training.Adam(ps, lr),
+        // Negative controls: TorchSharp 0.107's own optimizers, which finalize implicit Scalars mid-call under this load.
+        "torch-sgd" => (ps, lr) => torch.optim.SGD(ps, lr),
+        "torch-adam" => (ps, lr) => torch.optim.Adam(ps, lr),
+        _ => throw new ArgumentException($"unknown optimizer '{optimizer}'"),
+    };
     int epochs = Math.Max(1, steps / 18);
     using var trainer = new MlNetGuide.Training.Trainer(epochs, gradientClipVal: 1.0);
     trainer.Fit(model, data);

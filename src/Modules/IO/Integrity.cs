@@ -14,16 +14,22 @@ namespace MlNetGuide.Modules;
 /// <c>module.load</c> stops after the last entry and never reads it.</item>
 /// <item>Zips (PyTorch's format, our model zips): an extra entry <c>…/mlnetguide.sha256</c> with the hash of every other
 /// entry; PyTorch and PyBridge read only the records they need.</item>
-/// <item>safetensors: <c>"__metadata__": {"mlnetguide.sha256": …}</c> over the data section, as the format allows.</item>
+/// <item>safetensors: <c>"__metadata__": {"mlnetguide.seal": …}</c> over the header (without the seal) and the data
+/// section, as the format allows.</item>
 /// </list>
 /// Files without a seal (written by PyTorch or TorchSharp) load as before, with structural checks only.
+/// <para>A seal detects corruption (a flipped bit, a truncated copy, an edited header). It is not a signature: anyone who
+/// can edit a file can recompute its seal, or remove it. Treat a model file from an untrusted source as untrusted
+/// whatever its seal says; the loaders' size checks and budget (<see cref="LoadLimits"/>) are what protect a process
+/// from a crafted file.</para>
 /// </summary>
 public static class Integrity
 {
     private static readonly byte[] TrailerMagic = "MLNGSHA1"u8.ToArray();
     private const int TrailerLength = 8 + 32;
     private const string ZipSealName = "mlnetguide.sha256";
-    private const string SafetensorsKey = "mlnetguide.sha256";
+    private const string SafetensorsKey = "mlnetguide.seal";           // SHA-256 over the header (without it) and the data
+    private const string LegacySafetensorsKey = "mlnetguide.sha256";   // earlier builds: SHA-256 over the data only
 
     /// <summary>Payload + trailer.</summary>
     internal static byte[] SealNative(byte[] payload)
@@ -60,15 +66,27 @@ public static class Integrity
     }
 
     /// <summary>Checks a zip's seal, if it has one. Throws <see cref="ModelFormatException"/> on any mismatch.</summary>
+    /// <remarks>Entry sizes are checked against <see cref="LoadLimits.Default"/>'s budget for the stream's length first,
+    /// so a zip bomb is refused before any entry is inflated.</remarks>
     public static void VerifyZip(Stream zip, string source)
+    {
+        ArgumentNullException.ThrowIfNull(zip);
+        VerifyZip(zip, source, LoadLimits.Default.BudgetFor(zip.CanSeek ? zip.Length : 0));
+    }
+
+    /// <summary>Checks a zip's seal, if it has one, after checking every entry's declared size against <paramref name="budget"/>.</summary>
+    public static void VerifyZip(Stream zip, string source, long budget)
     {
         ArgumentNullException.ThrowIfNull(zip);
         long start = zip.Position;
         try
         {
             using var archive = new ZipArchive(zip, ZipArchiveMode.Read, leaveOpen: true);
+            ZipBounds.Check(archive, budget, source);
             var seal = archive.Entries.FirstOrDefault(e => e.Name == ZipSealName);
             if (seal is null) return;
+            if (seal.Length > MaxSealLength)
+                throw new ModelFormatException($"{source}: its seal entry {seal.FullName} is {seal.Length} bytes; a seal is at most {MaxSealLength}.");
             Dictionary<string, string>? expected;
             using (var s = seal.Open()) expected = JsonSerializer.Deserialize<Dictionary<string, string>>(s);
             var actual = HashEntries(archive, out _);
@@ -88,6 +106,9 @@ public static class Integrity
         }
     }
 
+    // A seal lists one 64-character hash per entry; ZipBounds allows at most MaxEntries of them.
+    private const long MaxSealLength = 256L * ZipBounds.MaxEntries;
+
     private static Dictionary<string, string> HashEntries(ZipArchive archive, out string folder)
     {
         var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -102,12 +123,12 @@ public static class Integrity
         return hashes;
     }
 
-    /// <summary>Adds the data-section hash to a safetensors file's header.</summary>
+    /// <summary>Adds a hash of the header (without the seal) and the data section to a safetensors file's header.</summary>
     internal static byte[] SealSafetensors(byte[] file)
     {
         var (header, dataStart) = ReadSafetensorsHeader(file, "safetensors output");
         var meta = header["__metadata__"] as JsonObject ?? [];
-        meta[SafetensorsKey] = Convert.ToHexString(SHA256.HashData(file.AsSpan(dataStart)));
+        meta[SafetensorsKey] = SafetensorsHash(header, file.AsSpan(dataStart));
         header["__metadata__"] = meta;
         var json = Encoding.UTF8.GetBytes(header.ToJsonString());
         int padded = (json.Length + 7) / 8 * 8; // the spec pads the header with spaces to 8 bytes
@@ -120,13 +141,36 @@ public static class Integrity
     }
 
     /// <summary>
-    /// Validates a safetensors file before any tensor is allocated — every entry's dtype, shape and byte range must
-    /// fit the data section — and checks our hash when present.
+    /// SHA-256 of the header as it reads without our seal (re-serialized, so whitespace does not matter) followed by the
+    /// data section: swapping two tensors' offsets, renaming a key or changing a shape breaks the seal as surely as a
+    /// flipped data bit.
     /// </summary>
-    internal static void VerifySafetensors(byte[] file, string source)
+    private static string SafetensorsHash(JsonObject header, ReadOnlySpan<byte> data)
+    {
+        var canonical = (JsonObject)header.DeepClone();
+        if (canonical["__metadata__"] is JsonObject meta)
+        {
+            meta.Remove(SafetensorsKey);
+            meta.Remove(LegacySafetensorsKey);
+            if (meta.Count == 0) canonical.Remove("__metadata__");
+        }
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(Encoding.UTF8.GetBytes(canonical.ToJsonString()));
+        hash.AppendData(data);
+        return Convert.ToHexString(hash.GetHashAndReset());
+    }
+
+    /// <summary>
+    /// Validates a safetensors file before any tensor is allocated — every entry's dtype, shape and byte range must
+    /// fit the data section, no two ranges may overlap, and the total must fit <paramref name="budget"/> — and checks
+    /// our seal when present.
+    /// </summary>
+    internal static void VerifySafetensors(byte[] file, string source, long budget = long.MaxValue)
     {
         var (header, dataStart) = ReadSafetensorsHeader(file, source);
         long dataLength = file.Length - dataStart;
+        var ranges = new List<(long begin, long end, string name)>();
+        long total = 0;
         foreach (var (name, node) in header)
         {
             if (name == "__metadata__") continue;
@@ -144,9 +188,21 @@ public static class Integrity
             }
             if (begin < 0 || end < begin || end > dataLength || end - begin != elements * size)
                 throw new ModelFormatException($"{source}: '{name}' claims bytes {begin}..{end} for {elements} x {dtype}, but the data section has {dataLength} bytes.");
+            total += end - begin;
+            if (total > budget)
+                throw new ModelFormatException($"{source}: its tensors need more than the load budget of {budget} bytes (at '{name}'); raise LoadLimits.MaxLoadBytes if the file is trusted.");
+            if (end > begin) ranges.Add((begin, end, name));
         }
+        ranges.Sort((a, b) => a.begin.CompareTo(b.begin));
+        for (int i = 1; i < ranges.Count; i++)
+            if (ranges[i].begin < ranges[i - 1].end)
+                throw new ModelFormatException(
+                    $"{source}: '{ranges[i - 1].name}' (bytes {ranges[i - 1].begin}..{ranges[i - 1].end}) and '{ranges[i].name}' (bytes {ranges[i].begin}..{ranges[i].end}) overlap.");
         if ((header["__metadata__"] as JsonObject)?[SafetensorsKey]?.GetValue<string>() is { } expected
-            && expected != Convert.ToHexString(SHA256.HashData(file.AsSpan(dataStart))))
+            && expected != SafetensorsHash(header, file.AsSpan(dataStart)))
+            throw new ModelFormatException($"{source} is corrupt: its SHA-256 seal does not match its header and data.");
+        if ((header["__metadata__"] as JsonObject)?[LegacySafetensorsKey]?.GetValue<string>() is { } legacy
+            && legacy != Convert.ToHexString(SHA256.HashData(file.AsSpan(dataStart))))
             throw new ModelFormatException($"{source} is corrupt: its SHA-256 seal does not match its data.");
     }
 

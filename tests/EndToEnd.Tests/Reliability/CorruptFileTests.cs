@@ -45,7 +45,7 @@ public sealed class CorruptFileTests(ITestOutputHelper output) : IDisposable
             var path = Path.Combine(_dir, $"{name}-{v}");
             File.WriteAllBytes(path, bytes);
             var attempt = Task.Run(() => loadAndCompare(path));
-            Assert.True(Task.WaitAny([attempt], TimeSpan.FromSeconds(60)) == 0, $"{name}: load hung ({what})");
+            Assert.True(Task.WaitAny([attempt], TimeSpan.FromMinutes(10)) == 0, $"{name}: load hung (a hang guard, not a time limit) ({what})");
             if (attempt.IsFaulted)
             {
                 var ex = attempt.Exception!.InnerException!;
