@@ -141,4 +141,30 @@ public sealed class ReadmeSnippetTests : IDisposable
         var digit = rows[^1];
         Assert.Equal(engine.Predict(digit).PredictedLabel, ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(model).Predict(digit).PredictedLabel);
     }
+
+    [Fact]
+    public void PredictionEnginesOnePerThread()
+    {
+        var ml = new MLContext(seed: 1);
+        var rows = DigitsData.Read(RepoData.DigitsPath, 1200);
+        var train = ml.Data.LoadFromEnumerable(rows.Take(1000));
+        var loaded = ml.Transforms.Conversion.MapValueToKey("Label")
+            .Append(ml.Transforms.NormalizeMinMax("Features", "Pixels"))
+            .Append(ml.MulticlassClassification.Trainers.NeuralNetwork(architecture: NetworkArchitecture.Mlp(32), epochs: 2))
+            .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"))
+            .Fit(train);
+        var digits = rows.Skip(1000).ToList();
+        // README
+        var engines = new ThreadLocal<PredictionEngine<Digit, DigitPrediction>>(
+            () => ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(loaded), trackAllValues: true);
+        var labels = digits.AsParallel().AsOrdered().Select(d => engines.Value!.Predict(d).PredictedLabel).ToArray();
+        // Disposing a PredictionEngine disposes the model it was made from (ML.NET's TransformerChain): do it when done with both.
+        // README
+        var batched = loaded.Transform(ml.Data.LoadFromEnumerable(digits)).GetColumn<float>("PredictedLabel").ToArray();
+        Assert.Equal(batched, labels);
+        Assert.True(engines.Values.Count >= 1);
+        foreach (var engine in engines.Values) engine.Dispose();
+        // ... which is what that comment warns of:
+        Assert.Throws<ObjectDisposedException>(() => loaded.Transform(ml.Data.LoadFromEnumerable(digits)).GetColumn<float>("PredictedLabel").ToArray());
+    }
 }
