@@ -83,6 +83,10 @@ public sealed class PyTorchFileLimitsTests(BombFiles bombs) : IClassFixture<Bomb
         BroadcastBomb(path, 1L << 34);
         var message = Refused(path);
         Assert.Contains("the tensors need 68719476740 bytes (4 in 1 storages, 68719476736 in copies)", message);
+
+        // (2^40, 2^40) of stride (0, 0): 2^80 elements, more than a 64-bit count.
+        FloatView(path, [1], 0, [1L << 40, 1L << 40], [0, 0]);
+        Assert.Contains("the tensors need over 2^63 bytes (4 in 1 storages, over 2^63 in copies)", Refused(path));
     }
 
     [Fact]

@@ -132,10 +132,11 @@ internal static class PyTorchZipReader
         foreach (var s in storages.Values) storageBytes = AddWithin(storageBytes, s.Bytes);
         var uses = Uses(tensors);
         foreach (var t in tensors)
-            if (!KeepsStorage(t, uses)) copyBytes = AddWithin(copyBytes, checked(Elements(t.Size) * t.Storage.ElementSize));
+            if (!KeepsStorage(t, uses)) copyBytes = AddWithin(copyBytes, CopyBytes(t));
+        static string Bytes(long n) => n == long.MaxValue ? "over 2^63" : n.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (AddWithin(storageBytes, copyBytes) > budget)
             throw new InvalidDataException(
-                $"the tensors need {AddWithin(storageBytes, copyBytes)} bytes ({storageBytes} in {storages.Count} storages, {copyBytes} in copies), more than the load budget of {budget} bytes (LoadLimits.MaxLoadBytes)");
+                $"the tensors need {Bytes(AddWithin(storageBytes, copyBytes))} bytes ({storageBytes} in {storages.Count} storages, {Bytes(copyBytes)} in copies), more than the load budget of {budget} bytes (LoadLimits.MaxLoadBytes)");
         return tensors;
     }
 
@@ -236,6 +237,13 @@ internal static class PyTorchZipReader
         long n = 1;
         foreach (var d in size) n = d == 0 ? 0 : checked(n * d);
         return n;
+    }
+
+    // A stride-0 view can name far more elements than its storage holds; saturate rather than overflow.
+    private static long CopyBytes(TensorRef t)
+    {
+        try { return checked(Elements(t.Size) * t.Storage.ElementSize); }
+        catch (OverflowException) { return long.MaxValue; }
     }
 
     private static long AddWithin(long a, long b) => b > long.MaxValue - a ? long.MaxValue : a + b;
