@@ -103,18 +103,23 @@ public static class StateDict
     }
 
     /// <summary>Loads a state dict file into <paramref name="module"/>, all or nothing (format detected by default).</summary>
-    public static void Load(nn.Module module, string path, TensorFileFormat format = TensorFileFormat.Auto, bool strict = true)
+    /// <param name="module">The module to fill.</param>
+    /// <param name="path">The file.</param>
+    /// <param name="format">The file's format; detected by default.</param>
+    /// <param name="strict">When true, missing and unexpected keys are errors; shape and dtype mismatches always are.</param>
+    /// <param name="limits">How much the file may make us allocate; null is <see cref="LoadLimits.Default"/>.</param>
+    public static void Load(nn.Module module, string path, TensorFileFormat format = TensorFileFormat.Auto, bool strict = true, LoadLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(module);
-        LoadAndDispose(module, TensorIO.LoadEntries(path, format), strict);
+        LoadAndDispose(module, TensorIO.LoadEntries(path, format, limits), strict);
     }
 
     /// <summary>Loads a state dict from a stream into <paramref name="module"/>, all or nothing.</summary>
-    public static void Load(nn.Module module, Stream stream, TensorFileFormat format = TensorFileFormat.Auto, bool strict = true)
+    public static void Load(nn.Module module, Stream stream, TensorFileFormat format = TensorFileFormat.Auto, bool strict = true, LoadLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(stream);
-        LoadAndDispose(module, TensorDictCodec.Read(stream, format, "stream"), strict);
+        LoadAndDispose(module, TensorIO.LoadEntries(stream, format, limits), strict);
     }
 
     private static void LoadAndDispose(nn.Module module, List<KeyValuePair<string, Tensor>> entries, bool strict)

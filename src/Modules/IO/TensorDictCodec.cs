@@ -1,4 +1,3 @@
-using System.Collections;
 using System.Text;
 using TorchSharp;
 using TorchSharp.PyBridge;
@@ -73,9 +72,13 @@ internal static class TensorDictCodec
         }
     }
 
-    /// <summary>Reads every entry; the caller owns (and must dispose) the returned tensors.</summary>
-    public static List<KeyValuePair<string, Tensor>> Read(Stream input, TensorFileFormat format, string source)
+    /// <summary>
+    /// Reads every entry; the caller owns (and must dispose) the returned tensors. What the file describes must fit
+    /// <paramref name="limits"/>' budget for its length, or nothing is allocated.
+    /// </summary>
+    public static List<KeyValuePair<string, Tensor>> Read(Stream input, TensorFileFormat format, string source, LoadLimits limits)
     {
+        ArgumentNullException.ThrowIfNull(limits);
         // Read it all first: the seal is checked, and every size validated, before a tensor is allocated.
         byte[] bytes;
         using (var all = new MemoryStream())
@@ -84,6 +87,7 @@ internal static class TensorDictCodec
             bytes = all.ToArray();
         }
         using var stream = new MemoryStream(bytes, writable: false);
+        long budget = limits.BudgetFor(bytes.Length);
         if (format == TensorFileFormat.Auto) format = Detect(stream, source);
         var result = new List<KeyValuePair<string, Tensor>>();
         try
@@ -92,22 +96,19 @@ internal static class TensorDictCodec
             {
                 case TensorFileFormat.TorchSharp:
                     using (var payload = new MemoryStream(Integrity.OpenNative(bytes, source).ToArray(), writable: false))
-                        ReadNative(payload, result);
+                        ReadNative(payload, result, budget);
                     break;
                 case TensorFileFormat.PyTorch:
                 {
-                    Integrity.VerifyZip(stream, source);
-                    Hashtable table = PyTorchUnpickler.UnpickleStateDict(stream, leaveOpen: true);
-                    foreach (DictionaryEntry e in table)
-                    {
-                        if (e.Key is not string key || e.Value is not Tensor t)
-                            throw new InvalidDataException($"entry '{e.Key}' is not a name → tensor pair (a state dict holds only tensors)");
-                        result.Add(new(key, t.DetachFromDisposeScope()));
-                    }
+                    // The reader checks the declared sizes before the seal check inflates (and hashes) every entry.
+                    PyTorchZipReader.Read(stream, budget, zip => Integrity.VerifyZip(zip, source), result);
                     break;
                 }
                 case TensorFileFormat.Safetensors:
                     Integrity.VerifySafetensors(bytes, source);
+                    // Entries may overlap, so the data section's length alone does not bound what they allocate.
+                    if (SafetensorsTensorBytes(bytes) is var needed && needed > budget)
+                        throw new InvalidDataException($"its tensors need {needed} bytes, more than the load budget of {budget} bytes (LoadLimits.MaxLoadBytes)");
                     foreach (var (key, t) in Safetensors.LoadStateDict(stream, leaveOpen: true))
                         result.Add(new(key, t.DetachFromDisposeScope()));
                     break;
@@ -147,8 +148,9 @@ internal static class TensorDictCodec
 
     // Hand-written rather than TorchSharp's Tensor.Load: that one trusts the header and allocates whatever shape a
     // corrupt file claims. Here every count and size is checked against the bytes left before anything is allocated.
-    private static void ReadNative(Stream stream, List<KeyValuePair<string, Tensor>> result)
+    private static void ReadNative(Stream stream, List<KeyValuePair<string, Tensor>> result, long budget)
     {
+        long total = 0;
         using var reader = new BinaryReader(stream, Encoding.UTF8, leaveOpen: true);
         long remaining() => stream.CanSeek ? stream.Length - stream.Position : long.MaxValue;
         long count = ReadLeb(reader);
@@ -175,6 +177,9 @@ internal static class TensorDictCodec
             long byteCount = checked(elements * elementSize);
             if (byteCount > remaining())
                 throw new InvalidDataException($"'{key}' needs {byteCount} bytes, the file has {remaining()} left (truncated?)");
+            total += byteCount; // both are at most the file's length: no overflow
+            if (total > budget)
+                throw new InvalidDataException($"'{key}' brings the tensors to {total} bytes, more than the load budget of {budget} bytes (LoadLimits.MaxLoadBytes)");
             var tensor = empty(shape, dtype: dtype);
             result.Add(new(key, tensor.DetachFromDisposeScope()));
             if (byteCount > 0)
@@ -185,6 +190,21 @@ internal static class TensorDictCodec
         }
         if (stream.CanSeek && remaining() != 0)
             throw new InvalidDataException($"{remaining()} unexpected bytes after the last entry");
+    }
+
+    // Called after Integrity.VerifySafetensors, which has checked every entry's offsets against the data section.
+    private static long SafetensorsTensorBytes(byte[] file)
+    {
+        int length = (int)BitConverter.ToUInt64(file, 0);
+        var header = System.Text.Json.Nodes.JsonNode.Parse(file.AsSpan(8, length))!.AsObject();
+        long total = 0;
+        foreach (var (name, node) in header)
+        {
+            if (name == "__metadata__") continue;
+            var offsets = node!["data_offsets"]!.AsArray();
+            total = checked(total + (offsets[1]!.GetValue<long>() - offsets[0]!.GetValue<long>()));
+        }
+        return total;
     }
 
     // TorchSharp's LEB128 codec is internal; this is the same unsigned encoding its module.save writes.

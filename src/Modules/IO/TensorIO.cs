@@ -47,38 +47,45 @@ public static class TensorIO
     }
 
     /// <summary>Loads the single tensor a file holds.</summary>
-    public static Tensor Load(string path, TensorFileFormat format = TensorFileFormat.Auto)
+    /// <param name="path">The file.</param>
+    /// <param name="format">The file's format; detected by default.</param>
+    /// <param name="limits">How much the file may make us allocate; null is <see cref="LoadLimits.Default"/>.</param>
+    public static Tensor Load(string path, TensorFileFormat format = TensorFileFormat.Auto, LoadLimits? limits = null)
     {
-        var list = LoadList(path, format);
+        var list = LoadList(path, format, limits);
         return Single(list, path);
     }
 
     /// <summary>Loads the single tensor a stream holds.</summary>
-    public static Tensor Load(Stream stream, TensorFileFormat format = TensorFileFormat.Auto) => Single(LoadList(stream, format), "stream");
+    public static Tensor Load(Stream stream, TensorFileFormat format = TensorFileFormat.Auto, LoadLimits? limits = null) =>
+        Single(LoadList(stream, format, limits), "stream");
 
     /// <summary>Loads a list saved by <see cref="SaveList(IReadOnlyList{Tensor}, string, TensorFileFormat)"/>.</summary>
-    public static IReadOnlyList<Tensor> LoadList(string path, TensorFileFormat format = TensorFileFormat.Auto) =>
-        ToList(LoadEntries(path, format), path);
+    public static IReadOnlyList<Tensor> LoadList(string path, TensorFileFormat format = TensorFileFormat.Auto, LoadLimits? limits = null) =>
+        ToList(LoadEntries(path, format, limits), path);
 
     /// <summary>Loads a list from a stream.</summary>
-    public static IReadOnlyList<Tensor> LoadList(Stream stream, TensorFileFormat format = TensorFileFormat.Auto) =>
-        ToList(TensorDictCodec.Read(stream ?? throw new ArgumentNullException(nameof(stream)), format, "stream"), "stream");
+    public static IReadOnlyList<Tensor> LoadList(Stream stream, TensorFileFormat format = TensorFileFormat.Auto, LoadLimits? limits = null) =>
+        ToList(LoadEntries(stream, format, limits), "stream");
 
     /// <summary>Loads a name → tensor dictionary.</summary>
-    public static Dictionary<string, Tensor> LoadDict(string path, TensorFileFormat format = TensorFileFormat.Auto) =>
-        LoadEntries(path, format).ToDictionary(e => e.Key, e => e.Value);
+    public static Dictionary<string, Tensor> LoadDict(string path, TensorFileFormat format = TensorFileFormat.Auto, LoadLimits? limits = null) =>
+        LoadEntries(path, format, limits).ToDictionary(e => e.Key, e => e.Value);
 
     /// <summary>Loads a name → tensor dictionary from a stream.</summary>
-    public static Dictionary<string, Tensor> LoadDict(Stream stream, TensorFileFormat format = TensorFileFormat.Auto) =>
-        TensorDictCodec.Read(stream ?? throw new ArgumentNullException(nameof(stream)), format, "stream").ToDictionary(e => e.Key, e => e.Value);
+    public static Dictionary<string, Tensor> LoadDict(Stream stream, TensorFileFormat format = TensorFileFormat.Auto, LoadLimits? limits = null) =>
+        LoadEntries(stream, format, limits).ToDictionary(e => e.Key, e => e.Value);
 
-    internal static List<KeyValuePair<string, Tensor>> LoadEntries(string path, TensorFileFormat format)
+    internal static List<KeyValuePair<string, Tensor>> LoadEntries(string path, TensorFileFormat format, LoadLimits? limits)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"No tensor file at {Path.GetFullPath(path)}.", path);
         using var stream = File.OpenRead(path);
-        return TensorDictCodec.Read(stream, format, path);
+        return TensorDictCodec.Read(stream, format, path, limits ?? LoadLimits.Default);
     }
+
+    internal static List<KeyValuePair<string, Tensor>> LoadEntries(Stream stream, TensorFileFormat format, LoadLimits? limits) =>
+        TensorDictCodec.Read(stream ?? throw new ArgumentNullException(nameof(stream)), format, "stream", limits ?? LoadLimits.Default);
 
     private static List<KeyValuePair<string, Tensor>> ListEntries(IReadOnlyList<Tensor> tensors)
     {
