@@ -37,12 +37,129 @@ public class OptimizerTests
         Assert.Equal(-0.01f, w[2], 5);
     }
 
+    /// <summary>
+    /// Runs <paramref name="steps"/> steps of an optimizer on a fixed 3-4-2 net with a fixed loss and returns the final
+    /// weights; the same start, data and loss for every optimizer, so two that implement the same update agree.
+    /// </summary>
+    private static float[] Train(Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> make, int steps,
+        Action<optim.Optimizer>? afterStep = null)
+    {
+        using var g = new Generator(7);
+        using var net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2));
+        using (no_grad())
+            foreach (var p in net.parameters()) p.copy_(randn(p.shape, generator: g));
+        using var x = randn(new long[] { 5, 3 }, generator: g);
+        using var y = randn(new long[] { 5, 2 }, generator: g);
+        using var opt = make(net.parameters());
+        for (int i = 0; i < steps; i++)
+        {
+            opt.zero_grad();
+            using var loss = nn.functional.mse_loss(net.call(x), y);
+            loss.backward();
+            opt.step();
+            afterStep?.Invoke(opt);
+        }
+        return net.parameters().SelectMany(p => p.data<float>().ToArray()).ToArray();
+    }
+
+    private static void Close(float[] expected, float[] actual)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-6, $"weight {i}: {expected[i]} vs {actual[i]}");
+        Assert.NotEqual(Train(ps => new Sgd(ps, 1e-9), 1), actual); // the comparison is not between two untrained nets
+    }
+
+    [Fact]
+    public void SgdWithMomentumNesterovAndWeightDecayMatchesTorchSharpsSgd()
+    {
+        Close(Train(ps => optim.SGD(ps, 0.1, momentum: 0.9, weight_decay: 0.01), 20),
+              Train(ps => new Sgd(ps, 0.1, momentum: 0.9, weightDecay: 0.01), 20));
+        Close(Train(ps => optim.SGD(ps, 0.05, momentum: 0.8, nesterov: true), 20),
+              Train(ps => new Sgd(ps, 0.05, momentum: 0.8, nesterov: true), 20));
+        Close(Train(ps => optim.SGD(ps, 0.1, momentum: 0.5, dampening: 0.3), 20),
+              Train(ps => new Sgd(ps, 0.1, momentum: 0.5, dampening: 0.3), 20));
+    }
+
+    [Fact]
+    public void AdamAndAdamWMatchTorchSharpsAdamAndAdamW()
+    {
+        Close(Train(ps => optim.Adam(ps, 0.01), 20), Train(ps => new Adam(ps, 0.01), 20));
+        Close(Train(ps => optim.Adam(ps, 0.01, weight_decay: 0.1), 20), Train(ps => new Adam(ps, 0.01, weightDecay: 0.1), 20));
+        Close(Train(ps => optim.AdamW(ps, 0.01, weight_decay: 0.1), 20), Train(ps => new AdamW(ps, 0.01, weightDecay: 0.1), 20));
+        // Decoupled and L2 decay are different updates.
+        Assert.NotEqual(Train(ps => new Adam(ps, 0.01, weightDecay: 0.1), 20), Train(ps => new AdamW(ps, 0.01, weightDecay: 0.1), 20));
+    }
+
+    [Fact]
+    public void TorchSharpsSchedulersDriveOurOptimizers()
+    {
+        var rates = new List<double>();
+        optim.lr_scheduler.LRScheduler? scheduler = null;
+        Train(ps =>
+        {
+            var sgd = new Sgd(ps, 0.1, momentum: 0.9);
+            scheduler = optim.lr_scheduler.StepLR(sgd, step_size: 2, gamma: 0.5);
+            return sgd;
+        }, 6, opt => { scheduler!.step(); rates.Add(((Sgd)opt).LearningRate); });
+        Assert.Equal(new[] { 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125 }, rates.Select(r => Math.Round(r, 10)));
+        // OneCycleLR cycles Adam's beta1 (IBetas) and Sgd's momentum (IMomentum) as well as the rate.
+        var betas = new List<double>();
+        Train(ps =>
+        {
+            var adam = new Adam(ps, 0.01);
+            scheduler = optim.lr_scheduler.OneCycleLR(adam, max_lr: 0.01, total_steps: 10);
+            return adam;
+        }, 9, opt => { scheduler!.step(); betas.Add(((Adam)opt).Betas.Item1); });
+        Assert.True(betas.Min() < betas.Max(), "OneCycleLR did not cycle beta1");
+    }
+
+    [Fact]
+    public void StateDictRoundTripContinuesTrainingExactly()
+    {
+        foreach (var make in new Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer>[]
+                 { ps => new Sgd(ps, 0.1, momentum: 0.9), ps => new Adam(ps, 0.01), ps => new AdamW(ps, 0.01) })
+        {
+            // 6 steps straight, or 3 steps, save the optimizer, load it into a fresh one over the same parameters, 3 more.
+            var straight = Train(make, 6);
+            using var g = new Generator(7);
+            using var net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2));
+            using (no_grad())
+                foreach (var p in net.parameters()) p.copy_(randn(p.shape, generator: g));
+            using var x = randn(new long[] { 5, 3 }, generator: g);
+            using var y = randn(new long[] { 5, 2 }, generator: g);
+            void Steps(optim.Optimizer opt, int n)
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    opt.zero_grad();
+                    using var loss = nn.functional.mse_loss(net.call(x), y);
+                    loss.backward();
+                    opt.step();
+                }
+            }
+            using var state = new MemoryStream();
+            using (var first = (TorchSharp.Modules.OptimizerHelper)make(net.parameters()))
+            {
+                Steps(first, 3);
+                using var writer = new BinaryWriter(state, System.Text.Encoding.UTF8, leaveOpen: true);
+                first.save_state_dict(writer);
+            }
+            state.Position = 0;
+            using var second = (TorchSharp.Modules.OptimizerHelper)make(net.parameters());
+            using (var reader = new BinaryReader(state)) second.load_state_dict(reader);
+            Steps(second, 3);
+            Assert.Equal(straight, net.parameters().SelectMany(p => p.data<float>().ToArray()).ToArray());
+        }
+    }
+
     [Fact]
     public void BadHyperparametersAreRejected()
     {
         using var lin = nn.Linear(1, 1);
         Assert.Throws<ArgumentOutOfRangeException>(() => new Sgd(lin.parameters(), 0));
         Assert.Throws<ArgumentOutOfRangeException>(() => new Adam(lin.parameters(), 0.1, beta1: 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Sgd(lin.parameters(), 0.1, momentum: -1));
+        Assert.Throws<ArgumentException>(() => new Sgd(lin.parameters(), 0.1, nesterov: true)); // Nesterov needs momentum
     }
 
     [Theory]
