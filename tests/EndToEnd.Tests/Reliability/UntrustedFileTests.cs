@@ -50,6 +50,43 @@ public sealed class UntrustedFileTests(BaseModelFixture fixture, ITestOutputHelp
         Assert.True(peakKb < PeakLimitKb, $"peak resident memory {peakKb / 1024} MB while refusing {name}");
     }
 
+    /// <summary>PyTorch-format attacks (tests/Shared/CraftedPyTorchFiles.cs), loaded as a tensor dict and as a state dict.</summary>
+    public static readonly (string Name, Action<string> Build, string Mentions)[] PyTorchAttacks =
+    [
+        ("pth-storage-bomb", CraftedPyTorchFiles.StorageBomb, "budget"),
+        ("pth-shape-2^32", p => CraftedPyTorchFiles.HugeShape(p, 1L << 32), "has 6 elements"),
+        ("pth-shape-2^34", p => CraftedPyTorchFiles.HugeShape(p, 1L << 34), "has 6 elements"),
+        ("pth-stride-0-2^34", p => CraftedPyTorchFiles.BroadcastBomb(p, 1L << 34), "budget"),
+        ("pth-billion-dups", p => CraftedPyTorchFiles.DupBomb(p, 1_000_000_000), "data.pkl"),
+        ("pth-lying-entry-length", p => CraftedPyTorchFiles.LyingEntryLength(p, 1L << 30), "CRC"),
+    ];
+
+    public static TheoryData<string, string> PyTorchCases
+    {
+        get
+        {
+            var data = new TheoryData<string, string>();
+            foreach (var (name, _, _) in PyTorchAttacks)
+                foreach (var kind in new[] { "tensors", "state-dict" })
+                    data.Add(name, kind);
+            return data;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PyTorchCases))]
+    public void CraftedPyTorchFileIsRefusedWithBoundedMemory(string name, string kind)
+    {
+        var (_, build, mentions) = PyTorchAttacks.Single(a => a.Name == name);
+        var path = Path.Combine(fixture.Folder, $"{name}-{kind}.pth");
+        build(path);
+        var (outcome, peakKb) = LoadInChild(kind, path);
+        output.WriteLine($"{name} as {kind}: {new FileInfo(path).Length:N0} bytes on disk; {outcome}; peak {peakKb / 1024} MB");
+        Assert.StartsWith("refused ModelFormatException", outcome);
+        Assert.Contains(mentions, outcome);
+        Assert.True(peakKb < PeakLimitKb, $"peak resident memory {peakKb / 1024} MB while refusing {name}");
+    }
+
     [Fact]
     public void TheLegitimateBaseModelLoadsInTheSameProbe()
     {
