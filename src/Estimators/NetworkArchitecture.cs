@@ -40,6 +40,18 @@ public sealed record NetworkArchitecture
     /// <summary>The chapter's <see cref="MLP"/> (hidden 256, ReLU, lazy input width).</summary>
     public static NetworkArchitecture ChapterMlp() => new("chapter-mlp", [256]);
 
+    /// <summary>
+    /// D2L 7.6 <see cref="Modules.LeNet"/> for images of <paramref name="channels"/> × <paramref name="height"/> ×
+    /// <paramref name="width"/> pixels, given as a feature vector of that many values in C, H, W order (what ML.NET's
+    /// <c>ExtractPixels</c> writes with its default <c>interleavePixelColors: false</c>, and what a 784-pixel MNIST row is).
+    /// For LeNet, <see cref="HiddenWidths"/> holds the image shape (C, H, W).
+    /// </summary>
+    public static NetworkArchitecture LeNet(int channels = 1, int height = 28, int width = 28, LeNetStyle style = LeNetStyle.Modern)
+    {
+        if (height < 12 || width < 12) throw new ArgumentOutOfRangeException(nameof(height), $"{height}x{width}", "LeNet needs images of at least 12x12 pixels.");
+        return new(style == LeNetStyle.Book ? "lenet-book" : "lenet", CheckWidths([channels, height, width]));
+    }
+
     /// <summary>A module registered with <see cref="NeuralModuleRegistry.Register"/> under <paramref name="name"/>.</summary>
     public static NetworkArchitecture Custom(string name, params int[] hiddenWidths)
     {
@@ -55,7 +67,18 @@ public sealed record NetworkArchitecture
         return Custom(name, hiddenWidths);
     }
 
-    internal static readonly HashSet<string> BuiltIns = ["mlp", "lazy-mlp", "chapter-mlp"];
+    internal static readonly HashSet<string> BuiltIns = ["mlp", "lazy-mlp", "chapter-mlp", "lenet", "lenet-book"];
+
+    /// <summary>The architecture a saved model's config names (built-in names, else a registered module).</summary>
+    internal static NetworkArchitecture FromConfig(string name, int[] widths) => name switch
+    {
+        "mlp" => Mlp(widths),
+        "lazy-mlp" => LazyMlp(widths),
+        "chapter-mlp" => ChapterMlp(),
+        "lenet" or "lenet-book" when widths.Length == 3 => LeNet(widths[0], widths[1], widths[2], name == "lenet" ? LeNetStyle.Modern : LeNetStyle.Book),
+        "lenet" or "lenet-book" => throw new ArgumentException($"a LeNet config needs the image shape (C, H, W); found [{string.Join(", ", widths)}]"),
+        _ => Custom(name, widths),
+    };
 
     /// <summary>Builds a fresh, untrained module for the request.</summary>
     internal nn.Module<Tensor, Tensor> Build(int inputs, int outputs)
@@ -66,8 +89,19 @@ public sealed record NetworkArchitecture
             "mlp" => BuildMlp(request, lazy: false),
             "lazy-mlp" => BuildMlp(request, lazy: true),
             "chapter-mlp" => new MLP(HiddenWidths[0], outputs),
+            "lenet" or "lenet-book" => BuildLeNet(inputs, outputs),
             _ => NeuralModuleRegistry.Create(Name, request),
         };
+    }
+
+    private LeNet BuildLeNet(int inputs, int outputs)
+    {
+        var (c, h, w) = (HiddenWidths[0], HiddenWidths[1], HiddenWidths[2]);
+        if (inputs != (long)c * h * w)
+            throw new ArgumentException(
+                $"{this} takes images of {c}x{h}x{w} = {(long)c * h * w} values; the feature column has {inputs}. " +
+                "Pass the image shape: NetworkArchitecture.LeNet(channels, height, width).");
+        return new LeNet(outputs, c, h, w, Name == "lenet" ? LeNetStyle.Modern : LeNetStyle.Book);
     }
 
     /// <summary>
@@ -94,6 +128,11 @@ public sealed record NetworkArchitecture
             {
                 return long.MaxValue;
             }
+        }
+        if (Name is "lenet" or "lenet-book")
+        {
+            try { return checked(Modules.LeNet.ParameterCount(outputs, HiddenWidths[0], HiddenWidths[1], HiddenWidths[2]) * sizeof(float)); }
+            catch (OverflowException) { return long.MaxValue; }
         }
         return Math.Max(Math.Max(inputs, outputs), HiddenWidths.Count == 0 ? 0 : HiddenWidths.Max());
     }

@@ -230,13 +230,7 @@ public static class NeuralModel
         if (task == NeuralTask.MulticlassClassification && keyValues is not null && keyValues.Count != config.Outputs)
             throw new ModelFormatException(
                 $"{source}: {entry}.json has {keyValues.Count} label key values for a network of {config.Outputs} outputs; they must be equal.");
-        var architecture = config.Architecture switch
-        {
-            "mlp" => NetworkArchitecture.Mlp(config.HiddenWidths),
-            "lazy-mlp" => NetworkArchitecture.LazyMlp(config.HiddenWidths),
-            "chapter-mlp" => NetworkArchitecture.ChapterMlp(),
-            var name => NetworkArchitecture.Custom(name, config.HiddenWidths),
-        };
+        var architecture = NetworkArchitecture.FromConfig(config.Architecture, config.HiddenWidths);
         var weightsEntry = Entry(zip, entry + ".weights", source);
         // Before building anything: the network must fit in the weights the file holds (a module's parameters are at
         // least as large as any width it was asked for), and the weights and the network must fit in the budget.

@@ -108,7 +108,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         ch.Info(MessageSensitivity.None,
             $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({source.ValRows} held out) of {source.FeatureCount} features " +
             (source.InMemory ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
-            $"{o.Epochs} epochs, batch {o.BatchSize}, lr {o.LearningRate}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
+            $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
 
         int outputs = o.Task == NeuralTask.MulticlassClassification ? source.ClassCount : 1;
         manual_seed(seed); // lazy layers and built-in defaults draw from the global generator
@@ -118,9 +118,12 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             if (!trainable.Net.IsFullyInitialized())
                 using (var dry = zeros(1, source.FeatureCount)) trainable.Net.ApplyInit(dry);
             o.Init?.WithSeed(seed).Apply(trainable.Net);
-            trainable.OptimizerFactory = o.Optimizer == OptimizerKind.Adam
-                ? (ps, lr) => new Adam(ps, lr)
-                : null;
+            trainable.OptimizerFactory = o.Optimizer switch
+            {
+                OptimizerKind.Adam => (ps, lr) => new Adam(ps, lr, weightDecay: o.WeightDecay),
+                OptimizerKind.AdamW => (ps, lr) => new AdamW(ps, lr, weightDecay: o.WeightDecay),
+                _ => (ps, lr) => new Sgd(ps, lr, momentum: o.Momentum, weightDecay: o.WeightDecay),
+            };
             int epoch = 0;
             using var memoryData = source.InMemory ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, source.MemoryVal, seed) : null;
             DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,

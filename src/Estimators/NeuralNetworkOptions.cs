@@ -32,8 +32,11 @@ public enum OptimizerKind
     /// <summary>Plain minibatch SGD (d2l's default).</summary>
     Sgd,
 
-    /// <summary>Adam.</summary>
+    /// <summary>Adam (with <see cref="NeuralNetworkOptions.WeightDecay"/> as an L2 term in the gradient).</summary>
     Adam,
+
+    /// <summary>AdamW: Adam with decoupled weight decay (<see cref="NeuralNetworkOptions.WeightDecay"/>).</summary>
+    AdamW,
 }
 
 /// <summary>
@@ -68,6 +71,12 @@ public abstract class NeuralNetworkOptions
 
     /// <summary>Optimizer. Default <see cref="OptimizerKind.Sgd"/>.</summary>
     public OptimizerKind Optimizer { get; set; } = OptimizerKind.Sgd;
+
+    /// <summary>SGD's momentum μ (0 is the chapter's plain SGD; 0.9 is usual). Default 0.</summary>
+    public double Momentum { get; set; }
+
+    /// <summary>Weight decay λ: an L2 term for SGD and Adam, decoupled for AdamW. Default 0.</summary>
+    public double WeightDecay { get; set; }
 
     /// <summary>GPUs to train on (d2l's <c>num_gpus</c>); more than exist are clamped, with a log line. Default 0 (CPU).
     /// <c>MLContext.GpuDeviceId</c>, when set, picks the first device and takes precedence.</summary>
@@ -127,6 +136,12 @@ public abstract class NeuralNetworkOptions
             throw new ArgumentOutOfRangeException(nameof(InMemoryLimitMB), InMemoryLimitMB, $"Must be in [0, {DataViewBatchSource.MaxInMemoryLimitMB}] (0 streams every epoch).");
         if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
             throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "The learning rate must be a positive, finite number.");
+        if (!(Momentum >= 0 && Momentum < 1))
+            throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Must be in [0, 1).");
+        if (Momentum > 0 && Optimizer != OptimizerKind.Sgd)
+            throw new ArgumentException($"Momentum applies to SGD; {Optimizer} has its own betas.", nameof(Momentum));
+        if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay))
+            throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "Must be a finite number >= 0.");
         if (!(GradientClipVal >= 0) || double.IsInfinity(GradientClipVal))
             throw new ArgumentOutOfRangeException(nameof(GradientClipVal), GradientClipVal, "Must be a finite number >= 0 (0 turns clipping off).");
         if (!(ValidationFraction >= 0 && ValidationFraction < 1))

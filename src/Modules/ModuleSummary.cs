@@ -40,6 +40,31 @@ public static class ModuleSummary
         return sb.ToString();
     }
 
+    /// <summary>
+    /// d2l's <c>layer_summary</c>: feeds <paramref name="input"/> through the layers of <paramref name="layers"/> one by
+    /// one and returns each layer's name (e.g. <c>Conv2d</c>) with its output shape. Lazy layers are materialized on the
+    /// way. The caller owns <paramref name="input"/>; nothing else is kept.
+    /// </summary>
+    public static IReadOnlyList<(string Layer, long[] OutputShape)> LayerShapes(Sequential layers, Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(layers);
+        ArgumentNullException.ThrowIfNull(input);
+        var rows = new List<(string, long[])>();
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var x = input;
+        foreach (var (_, child) in layers.named_children())
+        {
+            x = ((nn.Module<Tensor, Tensor>)child).call(x);
+            rows.Add((child.GetType().Name, x.shape));
+        }
+        return rows;
+    }
+
+    /// <summary><see cref="LayerShapes"/> as text, one line per layer: <c>Conv2d output shape:	[1, 6, 28, 28]</c>.</summary>
+    public static string DescribeShapes(IEnumerable<(string Layer, long[] OutputShape)> rows) =>
+        string.Concat(rows.Select(r => $"{r.Layer + " output shape:",-24}[{string.Join(", ", r.OutputShape)}]{Environment.NewLine}"));
+
     /// <summary>Number of distinct parameter elements (a tied parameter counts once).</summary>
     public static long CountParameters(nn.Module module) =>
         module.parameters().Sum(p => p.numel());
@@ -89,6 +114,7 @@ public static class ModuleSummary
     private static string Headline(nn.Module m) => m switch
     {
         Linear lin => $"Linear(in_features={lin.in_features}, out_features={lin.out_features}, bias={lin.bias is not null})",
+        Conv2d conv => $"Conv2d({conv.in_channels}, {conv.out_channels}, kernel_size={conv.kernel_size[0]}x{conv.kernel_size[1]})",
         LazyLinear lazy => lazy.ToString(),
         MyLinear my => $"MyLinear(in_units={my.Weight.shape[0]}, units={my.Weight.shape[1]})",
         _ => $"{m.GetType().Name}()",

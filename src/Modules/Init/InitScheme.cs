@@ -5,8 +5,10 @@ using static TorchSharp.torch;
 namespace MlNetGuide.Modules;
 
 /// <summary>
-/// 6.3 How to initialize the linear layers of a net: a weight rule, an optional bias rule (null leaves biases as they
-/// are) and an optional seed. With a seed the same scheme on the same architecture gives bit-identical weights.
+/// 6.3 How to initialize the weighted layers of a net — linear layers and convolutions: a weight rule, an optional
+/// bias rule (null leaves biases as they are) and an optional seed. With a seed the same scheme on the same
+/// architecture gives bit-identical weights. Fan-in and fan-out of a convolution kernel count its receptive field, as
+/// PyTorch's <c>nn.init</c> does.
 /// </summary>
 public sealed record InitScheme(Initializer Weight, Initializer? Bias = null, long? Seed = null)
 {
@@ -23,7 +25,8 @@ public sealed record InitScheme(Initializer Weight, Initializer? Bias = null, lo
     public static InitScheme Xavier { get; } = new(Initializer.XavierUniform(), Initializer.Zeros);
 
     /// <summary>
-    /// Applies the scheme to every linear layer in <paramref name="module"/> (itself included), in registration order.
+    /// Applies the scheme to every linear layer and convolution in <paramref name="module"/> (itself included), in
+    /// registration order.
     /// Throws <see cref="LazyModuleNotInitializedException"/> if a lazy layer has not been materialized yet.
     /// </summary>
     public void Apply(nn.Module module)
@@ -41,7 +44,7 @@ public sealed record InitScheme(Initializer Weight, Initializer? Bias = null, lo
         }
     }
 
-    /// <summary>Weight and bias of each distinct linear layer, depth first, each layer once even when shared.</summary>
+    /// <summary>Weight and bias of each distinct linear layer or convolution, depth first, each layer once even when shared.</summary>
     internal static IEnumerable<(Parameter weight, Parameter? bias)> LinearLayersOf(nn.Module module)
     {
         var seen = new HashSet<nn.Module>(ReferenceEqualityComparer.Instance);
@@ -52,6 +55,9 @@ public sealed record InitScheme(Initializer Weight, Initializer? Bias = null, lo
             {
                 case Linear lin:
                     yield return (lin.weight, lin.bias);
+                    break;
+                case Convolution conv:
+                    yield return (conv.weight!, conv.bias);
                     break;
                 case ILinearLayer { Weight: { } w } layer:
                     yield return (w, layer.Bias);

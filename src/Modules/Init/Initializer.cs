@@ -52,6 +52,34 @@ public abstract class Initializer
     /// <summary>Glorot/Xavier uniform: U(-a, a) with a = gain·sqrt(6 / (fan_in + fan_out)).</summary>
     public static Initializer XavierUniform(double gain = 1) => new XavierUniformInit(gain);
 
+    /// <summary>Glorot/Xavier normal: N(0, σ²) with σ = gain·sqrt(2 / (fan_in + fan_out)).</summary>
+    public static Initializer XavierNormal(double gain = 1) => new FanInit("XavierNormal", gain, FanMode.Both, normal: true);
+
+    /// <summary>
+    /// He/Kaiming uniform (PyTorch's <c>kaiming_uniform_</c>): U(-b, b) with b = gain·sqrt(3 / fan), gain = sqrt(2) for
+    /// ReLU; fan is fan_in (the default, preserving the forward pass's variance) or fan_out (the backward pass's).
+    /// </summary>
+    public static Initializer KaimingUniform(FanMode mode = FanMode.FanIn, double gain = 1.4142135623730951) =>
+        new FanInit("KaimingUniform", gain, mode, normal: false);
+
+    /// <summary>He/Kaiming normal (PyTorch's <c>kaiming_normal_</c>): N(0, σ²) with σ = gain / sqrt(fan), gain = sqrt(2) for ReLU.</summary>
+    public static Initializer KaimingNormal(FanMode mode = FanMode.FanIn, double gain = 1.4142135623730951) =>
+        new FanInit("KaimingNormal", gain, mode, normal: true);
+
+    /// <summary>
+    /// Fan-in and fan-out of a weight of <paramref name="shape"/>, as PyTorch computes them: a linear weight
+    /// (out, in) has fan_in = in and fan_out = out; a convolution kernel (out, in/groups, k…) multiplies both by its
+    /// receptive field (the product of the kernel sizes).
+    /// </summary>
+    public static (double FanIn, double FanOut) Fans(IReadOnlyList<long> shape)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        if (shape.Count < 2)
+            throw new ArgumentException($"Fan-based initialization needs a tensor with at least 2 dimensions; got shape [{string.Join(", ", shape)}].");
+        long receptive = shape.Skip(2).Aggregate(1L, (a, b) => a * b);
+        return (shape[1] * receptive, shape[0] * receptive);
+    }
+
     /// <summary>
     /// The chapter's custom distribution (<c>my_init</c>): U(5, 10) with probability 1/4, 0 with probability 1/2,
     /// U(-10, -5) with probability 1/4 — drawn as U(-10, 10) with every |w| &lt; 5 set to zero.
@@ -101,16 +129,34 @@ public abstract class Initializer
     {
         protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g)
         {
-            if (shape.Length < 2)
-                throw new ArgumentException($"Xavier initialization needs a tensor with at least 2 dimensions; got shape [{string.Join(", ", shape)}].");
-            long receptive = shape.Skip(2).Aggregate(1L, (a, b) => a * b);
-            double fanIn = shape[1] * receptive, fanOut = shape[0] * receptive;
+            var (fanIn, fanOut) = Fans(shape);
             double a = gain * Math.Sqrt(6.0 / (fanIn + fanOut));
             using var width = (2 * a).ToScalar();
             using var minusA = (-a).ToScalar();
             return rand(shape, dtype: ScalarType.Float32, generator: g).mul_(width).add_(minusA, Scalars.One).to_type(dtype);
         }
         public override string ToString() => $"XavierUniform(gain={gain})";
+    }
+
+    private sealed class FanInit(string name, double gain, FanMode mode, bool normal) : Initializer
+    {
+        protected override Tensor Sample(long[] shape, ScalarType dtype, Generator? g)
+        {
+            var (fanIn, fanOut) = Fans(shape);
+            double fan = mode switch { FanMode.FanIn => fanIn, FanMode.FanOut => fanOut, _ => (fanIn + fanOut) / 2 };
+            // Xavier's 2 / (fan_in + fan_out) is 1 / mean fan: one formula, std = gain / sqrt(fan), covers both.
+            double std = gain / Math.Sqrt(fan);
+            if (normal)
+            {
+                using var sigma = std.ToScalar();
+                return randn(shape, dtype: ScalarType.Float32, generator: g).mul_(sigma).to_type(dtype);
+            }
+            double bound = Math.Sqrt(3.0) * std; // U(-b, b) has standard deviation b / sqrt(3)
+            using var width = (2 * bound).ToScalar();
+            using var minusBound = (-bound).ToScalar();
+            return rand(shape, dtype: ScalarType.Float32, generator: g).mul_(width).add_(minusBound, Scalars.One).to_type(dtype);
+        }
+        public override string ToString() => $"{name}({(mode == FanMode.Both ? "" : mode + ", ")}gain={gain:0.####})";
     }
 
     private sealed class ChapterCustomInit : Initializer
@@ -125,4 +171,17 @@ public abstract class Initializer
         }
         public override string ToString() => "ChapterCustom(U(5,10) w.p. 1/4, 0 w.p. 1/2, U(-10,-5) w.p. 1/4)";
     }
+}
+
+/// <summary>Which fan a fan-based initializer divides by.</summary>
+public enum FanMode
+{
+    /// <summary>fan_in: keeps the variance of activations in the forward pass.</summary>
+    FanIn,
+
+    /// <summary>fan_out: keeps the variance of gradients in the backward pass.</summary>
+    FanOut,
+
+    /// <summary>The mean of the two (Xavier/Glorot).</summary>
+    Both,
 }
