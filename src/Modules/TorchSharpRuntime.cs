@@ -15,7 +15,7 @@ namespace MlNetGuide.Modules;
 /// <remarks>
 /// TorchSharp's own errors bury the cause: a <c>DllNotFoundException</c> that lists a dozen paths, one of which says
 /// <c>GLIBCXX_3.4.32 not found</c>, or a <c>TypeInitializationException</c> about a missing libtorch package after
-/// copying ~500 MB of libtorch into the output folder. On Linux the library is opened here first (dlopen gives the
+/// copying libtorch into a <c>cpu</c> folder of the output. On Linux the library is opened here first (dlopen gives the
 /// loader's own message), so that the common case — Debian 12 or Ubuntu 22.04 without the build step — fails before
 /// TorchSharp's fallback copies anything.
 /// </remarks>
