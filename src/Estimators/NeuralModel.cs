@@ -133,6 +133,7 @@ public static class NeuralModel
     {
         ArgumentNullException.ThrowIfNull(ml);
         ArgumentNullException.ThrowIfNull(stream);
+        TorchSharpRuntime.EnsureLoaded();
         var device = LoadDevice(ml);
         var loaded = new List<ITransformer>();
         try

@@ -45,6 +45,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        TorchSharpRuntime.EnsureLoaded();
         _env = env;
         _options = options;
     }

@@ -41,3 +41,14 @@ public sealed class StateDictMismatchException : InvalidOperationException
 public sealed class ModelFormatException(string message, Exception? inner = null) : IOException(message, inner)
 {
 }
+
+/// <summary>
+/// TorchSharp's native library cannot be loaded in this process. The message names the cause (e.g. the missing
+/// <c>GLIBCXX</c> version, or the missing libtorch package) and the fix; see <see cref="TorchSharpRuntime"/>.
+/// </summary>
+public sealed class TorchSharpLoadException(string message, string? missingGlibcxxVersion = null, Exception? inner = null)
+    : InvalidOperationException(message, inner)
+{
+    /// <summary>The libstdc++ symbol version the loader could not find (e.g. <c>GLIBCXX_3.4.32</c>), or null for other causes.</summary>
+    public string? MissingGlibcxxVersion { get; } = missingGlibcxxVersion;
+}

@@ -11,17 +11,26 @@ namespace MlNetGuide.Training;
 public static class Devices
 {
     /// <summary>The CPU (d2l's <c>cpu()</c>).</summary>
-    public static Device Cpu() => CPU;
+    public static Device Cpu()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        return CPU;
+    }
 
     /// <summary>The GPU with index <paramref name="i"/> (d2l's <c>gpu(i)</c>); may not exist.</summary>
     public static Device Gpu(int i = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(i);
+        TorchSharpRuntime.EnsureLoaded();
         return new Device(DeviceType.CUDA, i);
     }
 
     /// <summary>How many CUDA devices this process can use (0 with the CPU build of TorchSharp).</summary>
-    public static int NumGpus() => cuda.is_available() ? cuda.device_count() : 0;
+    public static int NumGpus()
+    {
+        TorchSharpRuntime.EnsureLoaded();
+        return cuda.is_available() ? cuda.device_count() : 0;
+    }
 
     /// <summary>GPU <paramref name="i"/> if it exists, else the CPU (d2l's <c>try_gpu(i)</c>).</summary>
     public static Device TryGpu(int i = 0) => NumGpus() >= i + 1 ? Gpu(i) : Cpu();

@@ -1,22 +1,17 @@
-using MlNetGuide.Modules;
-using OxyPlot;
-using OxyPlot.Axes;
-using OxyPlot.Legends;
-using OxyPlot.Series;
 using static TorchSharp.torch;
 
 namespace MlNetGuide.Training;
 
 /// <summary>
 /// d2l's ProgressBoard: collects (x, y) points per series with d2l's averaging — every <c>everyN</c> raw points become
-/// one plotted point at their mean — and renders the figure to PNG or SVG (OxyPlot on SkiaSharp 2.88, which keeps
-/// ML.NET's image transforms working in the same process).
+/// one plotted point at their mean. Rendering (d2l's <c>draw</c> to a figure) is in the MlNetGuide.Plots package:
+/// <c>board.SavePng(path)</c>, so that training pulls no plotting library.
 /// </summary>
 /// <remarks>Values arrive as device tensors and are summed on the device; the host reads one number per plotted point.</remarks>
 public sealed class ProgressBoard : IDisposable
 {
     private readonly Dictionary<string, Pending> _pending = [];
-    private readonly Dictionary<string, List<DataPoint>> _lines = [];
+    private readonly Dictionary<string, List<BoardPoint>> _lines = [];
 
     /// <summary>Label of the x axis.</summary>
     public string XLabel { get; set; } = "epoch";
@@ -28,8 +23,8 @@ public sealed class ProgressBoard : IDisposable
     public event Action<string, double, double>? PointAdded;
 
     /// <summary>The plotted points of each series, in the order they were drawn.</summary>
-    public IReadOnlyDictionary<string, IReadOnlyList<DataPoint>> Lines =>
-        _lines.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<DataPoint>)kv.Value);
+    public IReadOnlyDictionary<string, IReadOnlyList<BoardPoint>> Lines =>
+        _lines.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<BoardPoint>)kv.Value);
 
     /// <summary>
     /// Adds a raw point; every <paramref name="everyN"/> raw points of a series are averaged into one plotted point.
@@ -67,42 +62,8 @@ public sealed class ProgressBoard : IDisposable
     {
         if (!_lines.TryGetValue(label, out var line))
             _lines[label] = line = [];
-        line.Add(new DataPoint(x, y));
+        line.Add(new BoardPoint(x, y));
         PointAdded?.Invoke(label, x, y);
-    }
-
-    /// <summary>Builds the OxyPlot model of the figure.</summary>
-    public PlotModel ToPlotModel(string? title = null)
-    {
-        var model = new PlotModel { Title = title, Background = OxyColors.White };
-        var xAxis = new LinearAxis { Position = AxisPosition.Bottom, Title = XLabel, MajorGridlineStyle = LineStyle.Dot };
-        if (XLim is var (min, max)) { xAxis.Minimum = min; xAxis.Maximum = max; }
-        model.Axes.Add(xAxis);
-        model.Axes.Add(new LinearAxis { Position = AxisPosition.Left, MajorGridlineStyle = LineStyle.Dot });
-        model.Legends.Add(new Legend { LegendPosition = LegendPosition.RightTop, LegendBackground = OxyColor.FromAColor(200, OxyColors.White) });
-        var styles = new[] { LineStyle.Solid, LineStyle.Dash, LineStyle.DashDot, LineStyle.Dot };
-        int i = 0;
-        foreach (var (label, points) in _lines)
-        {
-            var series = new LineSeries { Title = label, LineStyle = styles[i++ % styles.Length], StrokeThickness = 2, MarkerType = MarkerType.None };
-            series.Points.AddRange(points);
-            model.Series.Add(series);
-        }
-        return model;
-    }
-
-    /// <summary>Writes the figure as a PNG image.</summary>
-    public void SavePng(string path, int width = 800, int height = 500, string? title = null)
-    {
-        var model = ToPlotModel(title);
-        MlNetGuide.Modules.AtomicFile.Write(path, s => new OxyPlot.SkiaSharp.PngExporter { Width = width, Height = height }.Export(model, s));
-    }
-
-    /// <summary>Writes the figure as an SVG document.</summary>
-    public void SaveSvg(string path, int width = 800, int height = 500, string? title = null)
-    {
-        var model = ToPlotModel(title);
-        MlNetGuide.Modules.AtomicFile.Write(path, s => new OxyPlot.SkiaSharp.SvgExporter { Width = width, Height = height }.Export(model, s));
     }
 
     /// <summary>Releases the device accumulators.</summary>

@@ -36,6 +36,7 @@ public sealed class Trainer : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxEpochs);
         ArgumentNullException.ThrowIfNull(devices);
+        TorchSharpRuntime.EnsureLoaded();
         if (!(gradientClipVal >= 0) || double.IsInfinity(gradientClipVal))
             throw new ArgumentOutOfRangeException(nameof(gradientClipVal), gradientClipVal, "must be a finite number >= 0 (0 turns clipping off)");
         MaxEpochs = maxEpochs;

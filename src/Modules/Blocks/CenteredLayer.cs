@@ -7,7 +7,7 @@ namespace MlNetGuide.Modules;
 public sealed class CenteredLayer : nn.Module<Tensor, Tensor>
 {
     /// <summary>Creates the layer.</summary>
-    public CenteredLayer() : base(nameof(CenteredLayer)) { }
+    public CenteredLayer() : base(TorchSharpRuntime.Checked(nameof(CenteredLayer))) { }
 
     /// <inheritdoc />
     public override Tensor forward(Tensor x)

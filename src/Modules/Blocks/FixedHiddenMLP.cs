@@ -18,7 +18,7 @@ public sealed class FixedHiddenMLP : nn.Module<Tensor, Tensor>
     private Tensor _randWeight;
 
     /// <summary>Creates the module; the constant is drawn from U(0,1) with the given generator (or the global one).</summary>
-    public FixedHiddenMLP(Generator? generator = null) : base(nameof(FixedHiddenMLP))
+    public FixedHiddenMLP(Generator? generator = null) : base(TorchSharpRuntime.Checked(nameof(FixedHiddenMLP)))
     {
         _randWeight = rand(new long[] { 20, 20 }, generator: generator).DetachFromDisposeScope();
         linear = new LazyLinear(20);

@@ -22,7 +22,7 @@ public sealed class LazyLinear : nn.Module<Tensor, Tensor>, ILinearLayer
     private Device? _target; // set by .to() before materialization; parameters are then created there
 
     /// <summary>Creates a lazy linear layer with the given number of outputs.</summary>
-    public LazyLinear(long outFeatures, bool hasBias = true) : base(nameof(LazyLinear))
+    public LazyLinear(long outFeatures, bool hasBias = true) : base(TorchSharpRuntime.Checked(nameof(LazyLinear)))
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(outFeatures);
         OutFeatures = outFeatures;

@@ -13,7 +13,7 @@ public sealed class MLP : nn.Module<Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor> output;
 
     /// <summary>Creates <c>hidden -> ReLU -> output</c>; widths default to the chapter's 256 and 10.</summary>
-    public MLP(long hiddenUnits = 256, long outputs = 10, long? inputs = null) : base(nameof(MLP))
+    public MLP(long hiddenUnits = 256, long outputs = 10, long? inputs = null) : base(TorchSharpRuntime.Checked(nameof(MLP)))
     {
         hidden = inputs is long n ? nn.Linear(n, hiddenUnits) : new LazyLinear(hiddenUnits);
         output = inputs is null ? new LazyLinear(outputs) : nn.Linear(hiddenUnits, outputs);

@@ -14,7 +14,7 @@ public sealed class MyLinear : nn.Module<Tensor, Tensor>, ILinearLayer
     private readonly Parameter bias;
 
     /// <summary>Creates the layer; <paramref name="generator"/> makes its initial values reproducible.</summary>
-    public MyLinear(long inUnits, long units, Generator? generator = null) : base(nameof(MyLinear))
+    public MyLinear(long inUnits, long units, Generator? generator = null) : base(TorchSharpRuntime.Checked(nameof(MyLinear)))
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(inUnits);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(units);

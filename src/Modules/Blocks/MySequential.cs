@@ -11,7 +11,7 @@ public sealed class MySequential : nn.Module<Tensor, Tensor>
     private readonly List<nn.Module<Tensor, Tensor>> _modules = [];
 
     /// <summary>Chains <paramref name="modules"/> in order.</summary>
-    public MySequential(params nn.Module<Tensor, Tensor>[] modules) : base(nameof(MySequential))
+    public MySequential(params nn.Module<Tensor, Tensor>[] modules) : base(TorchSharpRuntime.Checked(nameof(MySequential)))
     {
         ArgumentNullException.ThrowIfNull(modules);
         for (int i = 0; i < modules.Length; i++)

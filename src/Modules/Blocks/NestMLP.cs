@@ -10,7 +10,7 @@ public sealed class NestMLP : nn.Module<Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor> linear;
 
     /// <summary>Creates <c>Sequential(LazyLinear(64), ReLU, LazyLinear(32), ReLU)</c> then <c>LazyLinear(16)</c>.</summary>
-    public NestMLP() : base(nameof(NestMLP))
+    public NestMLP() : base(TorchSharpRuntime.Checked(nameof(NestMLP)))
     {
         net = nn.Sequential(new LazyLinear(64), nn.ReLU(), new LazyLinear(32), nn.ReLU());
         linear = new LazyLinear(16);

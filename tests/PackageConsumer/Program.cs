@@ -1,0 +1,62 @@
+// What a user of the MlNetGuide packages writes first: a chapter cell, then an ML.NET fit on Iris, saved and loaded.
+// Prints one "check:" line per result; exits 1 if a check fails. Run by tests/EndToEnd.Tests/PackageConsumerTests.cs.
+// The README's "Use it in your project" snippet is here verbatim, line by line (the Iris part adds three usings).
+using MlNetGuide.Modules;
+using static TorchSharp.torch;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetGuide.Estimators;
+
+var net = nn.Sequential(new LazyLinear(256), nn.ReLU(), new LazyLinear(10));
+net.ApplyInit(rand(2, 20), InitScheme.Xavier);   // 6.4: a dry run infers the input width (20), then Xavier init
+var y = net.call(rand(2, 20));
+Console.WriteLine($"check: lazy MLP output shape ({string.Join(", ", y.shape)})");   // (2, 10)
+
+bool ok = y.shape is [2, 10];
+
+// ML.NET: the estimator on the 150 Iris flowers (iris.csv beside the program).
+var ml = new MLContext(seed: 1);
+var data = ml.Data.LoadFromTextFile<IrisRow>(Path.Combine(AppContext.BaseDirectory, "iris.csv"), separatorChar: ',', hasHeader: true);
+var split = ml.Data.TrainTestSplit(data, testFraction: 0.3, seed: 1);
+var pipeline = ml.Transforms.Concatenate("Features", nameof(IrisRow.SepalLength), nameof(IrisRow.SepalWidth), nameof(IrisRow.PetalLength), nameof(IrisRow.PetalWidth))
+    .Append(ml.Transforms.NormalizeMinMax("Features"))
+    .Append(ml.Transforms.Conversion.MapValueToKey("Label", nameof(IrisRow.Species)))
+    .Append(ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
+    {
+        Architecture = NetworkArchitecture.Mlp(16), Epochs = 60, BatchSize = 16, LearningRate = 0.1,
+    }))
+    .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
+var model = pipeline.Fit(split.TrainSet);
+var accuracy = ml.MulticlassClassification.Evaluate(model.Transform(split.TestSet)).MicroAccuracy;
+Console.WriteLine($"check: Iris test accuracy {accuracy:F3}");
+ok &= accuracy >= 0.85;
+
+// Save, load in a fresh MLContext, and compare every score.
+var zip = Path.Combine(Path.GetTempPath(), $"mlnetguide-consumer-{Environment.ProcessId}.zip");
+NeuralModel.Save(ml, model, split.TrainSet.Schema, zip);
+var loaded = NeuralModel.Load(new MLContext(), zip, out _);
+File.Delete(zip);
+var before = ml.Data.CreateEnumerable<IrisPrediction>(model.Transform(split.TestSet), reuseRowObject: false).ToList();
+var after = ml.Data.CreateEnumerable<IrisPrediction>(loaded.Transform(split.TestSet), reuseRowObject: false).ToList();
+bool identical = before.Count > 0 && before.Count == after.Count &&
+    before.Zip(after).All(p => p.First.PredictedLabel == p.Second.PredictedLabel && p.First.Score.SequenceEqual(p.Second.Score));
+Console.WriteLine($"check: save/load predictions identical {identical} ({before.Count} rows)");
+ok &= identical;
+
+Console.WriteLine(ok ? "consumer: all checks passed" : "consumer: a check FAILED");
+return ok ? 0 : 1;
+
+public sealed class IrisRow
+{
+    [LoadColumn(0)] public float SepalLength { get; set; }
+    [LoadColumn(1)] public float SepalWidth { get; set; }
+    [LoadColumn(2)] public float PetalLength { get; set; }
+    [LoadColumn(3)] public float PetalWidth { get; set; }
+    [LoadColumn(4)] public string Species { get; set; } = "";
+}
+
+public sealed class IrisPrediction
+{
+    public string PredictedLabel { get; set; } = "";
+    public float[] Score { get; set; } = [];
+}
