@@ -36,7 +36,8 @@ public sealed record DigitsSettings
 
 /// <summary>How one network is trained, with defaults measured on this data set.</summary>
 public sealed record NetworkPlan(string Name, string Title, NetworkArchitecture Architecture, InitScheme Init, OptimizerKind Optimizer,
-    int Epochs, int BatchSize, double LearningRate, double MinAccuracy, double Momentum = 0, double WeightDecay = 0)
+    int Epochs, int BatchSize, double LearningRate, double MinAccuracy, double Momentum = 0, double WeightDecay = 0, double ValidationFraction = 0.1,
+    LearningRateSchedule Schedule = LearningRateSchedule.Constant)
 {
     /// <summary>The chapter's MLP (lazy input width, 256 hidden, ReLU) with Xavier init and SGD.</summary>
     public static NetworkPlan Mlp { get; } = new("mlp", "MlNetGuide chapter MLP", NetworkArchitecture.ChapterMlp(), InitScheme.Xavier,
@@ -45,7 +46,8 @@ public sealed record NetworkPlan(string Name, string Title, NetworkArchitecture 
     /// <summary>D2L 7.6 LeNet (ReLU and max pooling) with Kaiming init for its ReLUs and SGD with momentum.</summary>
     public static NetworkPlan LeNet { get; } = new("lenet", "MlNetGuide LeNet", NetworkArchitecture.LeNet(),
         new InitScheme(Initializer.KaimingUniform(), Initializer.Zeros), OptimizerKind.Sgd, Epochs: 15, BatchSize: 64, LearningRate: 0.05,
-        MinAccuracy: 0.98, Momentum: 0.9, WeightDecay: 5e-4);
+        MinAccuracy: 0.98, Momentum: 0.9, WeightDecay: 5e-4, ValidationFraction: 0, // every one of the 8,000 rows trains it
+        Schedule: LearningRateSchedule.OneCycle);
 
     /// <summary>This plan with the settings' overrides.</summary>
     public NetworkPlan With(DigitsSettings s) => this with
@@ -122,7 +124,8 @@ public static class DigitsJob
         foreach (var plan in plans)
         {
             status($"Training {plan.Title}: {plan.Architecture}, {plan.Epochs} epochs, {plan.Optimizer} lr {plan.LearningRate}" +
-                (plan.Momentum > 0 ? $" momentum {plan.Momentum}" : "") + (plan.WeightDecay > 0 ? $" weight decay {plan.WeightDecay}" : "") + $", batch {plan.BatchSize}");
+                (plan.Momentum > 0 ? $" momentum {plan.Momentum}" : "") + (plan.WeightDecay > 0 ? $" weight decay {plan.WeightDecay}" : "") +
+                (plan.Schedule != LearningRateSchedule.Constant ? $", {plan.Schedule} schedule" : "") + $", batch {plan.BatchSize}");
             int? val98Epoch = null;
             double? val98Seconds = null;
             var pipeline = features
@@ -133,11 +136,12 @@ public static class DigitsJob
                     Optimizer = plan.Optimizer,
                     Momentum = plan.Momentum,
                     WeightDecay = plan.WeightDecay,
+                    Schedule = plan.Schedule,
                     Epochs = plan.Epochs,
                     BatchSize = plan.BatchSize,
                     LearningRate = plan.LearningRate,
                     NumGpus = s.NumGpus,
-                    ValidationFraction = 0.1,
+                    ValidationFraction = plan.ValidationFraction,
                     EpochCompleted = m =>
                     {
                         if (val98Epoch is null && m.ValAccuracy >= 0.98) (val98Epoch, val98Seconds) = (m.Epoch, m.Elapsed.TotalSeconds);

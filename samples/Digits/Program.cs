@@ -34,6 +34,15 @@ catch (ArgumentException ex)
 if (settings is null) { Console.WriteLine(Usage); return 0; }
 
 var interactive = AnsiConsole.Profile.Capabilities.Interactive;
+var plans = settings.Plans();
+int planIndex = 0;
+string Describe(EpochMetrics m)
+{
+    var plan = plans[Math.Min(planIndex, plans.Count - 1)];
+    if (m.Epoch == plan.Epochs) planIndex++; // the next epoch belongs to the next network
+    return $"{plan.Name} epoch {m.Epoch}/{plan.Epochs}  loss {m.TrainLoss:F3}" + (m.ValAccuracy is double a ? $"  val acc {a:P1}" : "")
+        + (m.LearningRate is double lr && plan.Schedule != MlNetGuide.Estimators.LearningRateSchedule.Constant ? $"  lr {lr:G3}" : "");
+}
 DigitsReport report;
 if (interactive)
 {
@@ -41,7 +50,6 @@ if (interactive)
         .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
         .Start(ctx =>
         {
-            var plans = settings.Plans();
             var task = ctx.AddTask("Preparing", maxValue: plans.Sum(p => p.Epochs));
             return DigitsJob.Run(settings,
                 progress: m =>
@@ -59,7 +67,7 @@ else
 
 var table = new Table().AddColumns("", "accuracy", "macro accuracy", "log-loss", "train seconds", "val ≥ 98 % after");
 foreach (var n in report.Networks)
-    table.AddRow(settings.Plans().Single(p => p.Name == n.Name).Title, P(n.Accuracy), P(n.MacroAccuracy), F(n.LogLoss), F(n.TrainSeconds),
+    table.AddRow(plans.Single(p => p.Name == n.Name).Title, P(n.Accuracy), P(n.MacroAccuracy), F(n.LogLoss), F(n.TrainSeconds),
         n.Val98Epoch is int e ? $"epoch {e} ({n.Val98Seconds:F1} s)" : "-");
 table.AddRow("ML.NET LbfgsMaximumEntropy", P(report.Baseline.Accuracy), P(report.Baseline.MacroAccuracy), F(report.Baseline.LogLoss), F(report.Baseline.TrainSeconds), "-");
 AnsiConsole.Write(table);
@@ -68,8 +76,6 @@ Console.WriteLine($"Wrote {Path.Combine(settings.Output, "digits-model.zip")}, t
 foreach (var failure in report.Failures) Console.Error.WriteLine($"CHECK FAILED: {failure}");
 return report.Failures.Count == 0 ? 0 : 1;
 
-static string Describe(EpochMetrics m) =>
-    $"epoch {m.Epoch}  loss {m.TrainLoss:F3}" + (m.ValAccuracy is double a ? $"  val acc {a:P1}" : "");
 
 static string P(double v) => v.ToString("P2", CultureInfo.InvariantCulture);
 static string F(double v) => v.ToString("F3", CultureInfo.InvariantCulture);

@@ -109,7 +109,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         ch.Info(MessageSensitivity.None,
             $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({source.ValRows} held out) of {source.FeatureCount} features " +
             (source.InMemory ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
-            $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
+            $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
 
         int outputs = o.Task == NeuralTask.MulticlassClassification ? source.ClassCount : 1;
         manual_seed(seed); // lazy layers and built-in defaults draw from the global generator
@@ -125,6 +125,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 OptimizerKind.AdamW => (ps, lr) => new AdamW(ps, lr, weightDecay: o.WeightDecay),
                 _ => (ps, lr) => new Sgd(ps, lr, momentum: o.Momentum, weightDecay: o.WeightDecay),
             };
+            trainable.SchedulerFactory = Schedule(o);
             int epoch = 0;
             using var memoryData = source.InMemory ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, source.MemoryVal, seed) : null;
             DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
@@ -146,6 +147,15 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             throw;
         }
     }
+
+    private static Func<optim.Optimizer, int, optim.lr_scheduler.LRScheduler>? Schedule(NeuralNetworkOptions o) => o.Schedule switch
+    {
+        LearningRateSchedule.Cosine => (opt, steps) => optim.lr_scheduler.CosineAnnealingLR(opt, steps),
+        LearningRateSchedule.OneCycle => (opt, steps) => optim.lr_scheduler.OneCycleLR(opt, o.LearningRate, total_steps: steps,
+            cycle_momentum: o.Optimizer != OptimizerKind.Sgd || o.Momentum > 0), // plain SGD has no momentum to cycle
+        LearningRateSchedule.Step => (opt, steps) => optim.lr_scheduler.StepLR(opt, Math.Max(1, steps / 3), 0.1),
+        _ => null,
+    };
 
     private static TrainableModule Wrap(NeuralNetworkOptions o, Func<nn.Module<Tensor, Tensor>> factory) => o.Task switch
     {

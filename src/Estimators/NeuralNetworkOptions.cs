@@ -39,6 +39,25 @@ public enum OptimizerKind
     AdamW,
 }
 
+/// <summary>How the learning rate changes over training (stepped after every batch, through TorchSharp's schedulers).</summary>
+public enum LearningRateSchedule
+{
+    /// <summary>The same rate throughout (the chapter's).</summary>
+    Constant,
+
+    /// <summary>Cosine annealing from the rate to 0 over all steps (<c>CosineAnnealingLR</c>).</summary>
+    Cosine,
+
+    /// <summary>
+    /// One cycle (<c>OneCycleLR</c>): up from rate/25 to the rate over the first 30 % of steps, then down to rate/25/10⁴;
+    /// SGD with momentum and Adam also cycle their momentum (β₁) between 0.95 and 0.85.
+    /// </summary>
+    OneCycle,
+
+    /// <summary>Step decay (<c>StepLR</c>): the rate times 0.1 after each third of training.</summary>
+    Step,
+}
+
 /// <summary>
 /// Options shared by the neural-network estimators. Defaults are chosen to train a small MLP on tabular or image
 /// features in seconds on a CPU.
@@ -77,6 +96,9 @@ public abstract class NeuralNetworkOptions
 
     /// <summary>Weight decay λ: an L2 term for SGD and Adam, decoupled for AdamW. Default 0.</summary>
     public double WeightDecay { get; set; }
+
+    /// <summary>How the learning rate changes over training; <see cref="History"/> records it per epoch. Default constant.</summary>
+    public LearningRateSchedule Schedule { get; set; } = LearningRateSchedule.Constant;
 
     /// <summary>GPUs to train on (d2l's <c>num_gpus</c>); more than exist are clamped, with a log line. Default 0 (CPU).
     /// <c>MLContext.GpuDeviceId</c>, when set, picks the first device and takes precedence.</summary>

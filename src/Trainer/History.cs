@@ -11,6 +11,9 @@ public sealed record EpochMetrics(int Epoch, IReadOnlyDictionary<string, double>
 
     /// <summary>Mean validation accuracy, or null without validation data or for a regressor.</summary>
     public double? ValAccuracy => Values.TryGetValue("val_acc", out var v) ? v : null;
+
+    /// <summary>The learning rate at the epoch's first step, or null when the optimizer has no parameter groups.</summary>
+    public double? LearningRate => Values.TryGetValue("lr", out var v) && !double.IsNaN(v) ? v : null;
 }
 
 /// <summary>What <see cref="Trainer.Fit"/> returns: one <see cref="EpochMetrics"/> per completed epoch.</summary>

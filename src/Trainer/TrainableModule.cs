@@ -85,6 +85,16 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
         OptimizerFactory is { } make ? make(parameters(), LearningRate) : new Sgd(parameters(), LearningRate);
 
     /// <summary>
+    /// Builds a learning-rate scheduler (any of TorchSharp's <c>optim.lr_scheduler</c>) for the optimizer and the total
+    /// number of training steps; the Trainer steps it after every optimizer step. Null: a constant rate.
+    /// </summary>
+    public Func<optim.Optimizer, int, optim.lr_scheduler.LRScheduler>? SchedulerFactory { get; set; }
+
+    /// <summary>The scheduler from <see cref="SchedulerFactory"/>, or null. Called by the Trainer after <see cref="ConfigureOptimizers"/>.</summary>
+    public virtual optim.lr_scheduler.LRScheduler? ConfigureScheduler(optim.Optimizer optimizer, int totalSteps) =>
+        SchedulerFactory?.Invoke(optimizer, totalSteps);
+
+    /// <summary>
     /// Plots <paramref name="value"/> as <c>train_key</c> or <c>val_key</c> with d2l's x positions and averaging, and
     /// adds it to the epoch's means reported in <see cref="History"/>. No host sync happens here.
     /// </summary>

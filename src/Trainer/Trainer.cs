@@ -99,6 +99,9 @@ public sealed class Trainer : IDisposable
     /// <summary>The optimizer created by <see cref="Fit"/>; disposed with the trainer.</summary>
     public optim.Optimizer? Optim { get; private set; }
 
+    /// <summary>The learning-rate scheduler <see cref="TrainableModule.ConfigureScheduler"/> made, stepped after every optimizer step; or null.</summary>
+    public optim.lr_scheduler.LRScheduler? Scheduler { get; private set; }
+
     /// <summary>Sets the loaders and batch counts.</summary>
     public void PrepareData(DataModule data)
     {
@@ -162,6 +165,7 @@ public sealed class Trainer : IDisposable
         Optim?.Dispose();
         Optim = model.ConfigureOptimizers();
         EnsureOptimizerOwnsModelParameters(model, Optim);
+        Scheduler = model.ConfigureScheduler(Optim, checked(MaxEpochs * NumTrainBatches));
         Epoch = 0;
         TrainBatchIdx = 0;
         ValBatchIdx = 0;
@@ -172,13 +176,21 @@ public sealed class Trainer : IDisposable
         {
             var watch = Stopwatch.StartNew();
             FitEpoch(cancellationToken);
-            var metrics = new EpochMetrics(Epoch + 1, model.TakeEpochMeans(), watch.Elapsed);
+            var values = new Dictionary<string, double>(model.TakeEpochMeans());
+            if (Scheduler is not null || Optim.ParamGroups is not null) values["lr"] = EpochLearningRate;
+            var metrics = new EpochMetrics(Epoch + 1, values, watch.Elapsed);
             history.Add(metrics);
             Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
             EpochCompleted?.Invoke(metrics);
         }
         return history;
     }
+
+    /// <summary>The learning rate of the first step of the current epoch (what History records as "lr").</summary>
+    public double EpochLearningRate { get; private set; } = double.NaN;
+
+    private static double CurrentLearningRate(optim.Optimizer optimizer) =>
+        optimizer.ParamGroups?.FirstOrDefault() is { } group ? group.LearningRate : double.NaN;
 
     /// <summary>One epoch: train mode, then every batch: step → zero_grad → backward → clip → step; then validation under no_grad.</summary>
     public void FitEpoch(CancellationToken cancellationToken = default)
@@ -188,6 +200,7 @@ public sealed class Trainer : IDisposable
         var loader = TrainDataLoader ?? throw new InvalidOperationException("Call PrepareData (or Fit) before FitEpoch.");
         int checkEvery = Math.Max(1, NumTrainBatches / Math.Max(1, model.PlotTrainPerEpoch));
         _checkedUpTo = 0;
+        EpochLearningRate = CurrentLearningRate(optimizer);
         model.train();
         foreach (var raw in loader)
         {
@@ -210,6 +223,7 @@ public sealed class Trainer : IDisposable
                 }
                 if (GradientClipVal > 0) ClipGradients(GradientClipVal, model);
                 optimizer.step();
+                Scheduler?.step();
                 if (_replicas.Count > 0) Broadcast();
                 TrackFinite(loss);
             }

@@ -35,6 +35,7 @@ public class InitializationTests
     {
         // The chapter: Xavier on the first layer, the constant 42 on the third.
         using var net = Net();
+        net.ApplyInit(Initializer.Constant(100)); // far outside Xavier's bound: a rule that did nothing would show
         net[0].ApplyInit(Initializer.XavierUniform());
         net[2].ApplyInit(Initializer.Constant(42));
         double bound = Math.Sqrt(6.0 / (4 + 8));

@@ -31,7 +31,7 @@ public sealed class LeNet : nn.Module<Tensor, Tensor>
 
     /// <summary>Creates LeNet for <paramref name="classes"/> classes and images of the given shape.</summary>
     public LeNet(long classes = 10, long channels = 1, long height = 28, long width = 28, LeNetStyle style = LeNetStyle.Modern)
-        : base(nameof(LeNet))
+        : base(TorchSharpRuntime.Checked(nameof(LeNet)))
     {
         if (classes < 1) throw new ArgumentOutOfRangeException(nameof(classes), classes, "LeNet needs at least one output.");
         if (channels < 1) throw new ArgumentOutOfRangeException(nameof(channels), channels, "An image has at least one channel.");
