@@ -131,7 +131,8 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
                 source.ValRows > 0 ? source.Validation : null, Math.Max(1, source.ValBatches));
             History history;
-            using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m)))
+            using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
+                   { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps })
             {
                 if (o.EpochCompleted is { } callback) trainer.EpochCompleted += callback;
                 history = trainer.Fit(trainable, data, o.CancellationToken);

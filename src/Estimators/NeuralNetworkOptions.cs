@@ -100,6 +100,16 @@ public abstract class NeuralNetworkOptions
     /// <summary>How the learning rate changes over training; <see cref="History"/> records it per epoch. Default constant.</summary>
     public LearningRateSchedule Schedule { get; set; } = LearningRateSchedule.Constant;
 
+    /// <summary>
+    /// Stop when a validation metric stops improving and keep the best epoch's weights, e.g.
+    /// <c>new EarlyStopping("val_loss", Patience: 3)</c> (needs <see cref="ValidationFraction"/> &gt; 0 for val_* metrics).
+    /// The transformer's <see cref="NeuralNetworkTransformer.History"/> says which epoch was kept. Default null (off).
+    /// </summary>
+    public EarlyStopping? EarlyStopping { get; set; }
+
+    /// <summary>Batches whose gradients are averaged before each optimizer step: the effective batch is this × <see cref="BatchSize"/>. Default 1.</summary>
+    public int GradientAccumulationSteps { get; set; } = 1;
+
     /// <summary>GPUs to train on (d2l's <c>num_gpus</c>); more than exist are clamped, with a log line. Default 0 (CPU).
     /// <c>MLContext.GpuDeviceId</c>, when set, picks the first device and takes precedence.</summary>
     public int NumGpus { get; set; }
@@ -164,6 +174,13 @@ public abstract class NeuralNetworkOptions
             throw new ArgumentException($"Momentum applies to SGD; {Optimizer} has its own betas.", nameof(Momentum));
         if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay))
             throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "Must be a finite number >= 0.");
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(GradientAccumulationSteps, nameof(GradientAccumulationSteps));
+        if (EarlyStopping is { } stop)
+        {
+            stop.Validate();
+            if (stop.Monitor.StartsWith("val_", StringComparison.Ordinal) && ValidationFraction == 0)
+                throw new ArgumentException($"EarlyStopping monitors '{stop.Monitor}', which needs validation rows: set ValidationFraction (e.g. 0.1).", nameof(EarlyStopping));
+        }
         if (!(GradientClipVal >= 0) || double.IsInfinity(GradientClipVal))
             throw new ArgumentOutOfRangeException(nameof(GradientClipVal), GradientClipVal, "Must be a finite number >= 0 (0 turns clipping off).");
         if (!(ValidationFraction >= 0 && ValidationFraction < 1))

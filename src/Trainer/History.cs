@@ -27,5 +27,11 @@ public sealed class History
     /// <summary>The last completed epoch, or null.</summary>
     public EpochMetrics? Last => _epochs.Count == 0 ? null : _epochs[^1];
 
+    /// <summary>With early stopping: the epoch whose weights the model holds at the end (1-based); otherwise null.</summary>
+    public int? BestEpoch { get; internal set; }
+
+    /// <summary>True when early stopping ended training before the last epoch.</summary>
+    public bool StoppedEarly(int maxEpochs) => _epochs.Count < maxEpochs;
+
     internal void Add(EpochMetrics m) => _epochs.Add(m);
 }

@@ -54,8 +54,33 @@ public sealed class Trainer : IDisposable
         return Enumerable.Range(0, Math.Min(numGpus, available)).Select(Devices.Gpu).ToList();
     }
 
-    /// <summary>Epochs <see cref="Fit"/> runs.</summary>
+    /// <summary>Epochs <see cref="Fit"/> runs (fewer when <see cref="EarlyStopping"/> stops it).</summary>
     public int MaxEpochs { get; }
+
+    /// <summary>Stop when a validation metric stops improving, and restore the best epoch's weights; null: run every epoch.</summary>
+    public EarlyStopping? EarlyStopping
+    {
+        get => _earlyStopping;
+        init
+        {
+            value?.Validate();
+            _earlyStopping = value;
+        }
+    }
+
+    private readonly EarlyStopping? _earlyStopping;
+
+    /// <summary>
+    /// Gradient accumulation (Lightning's <c>accumulate_grad_batches</c>): the optimizer steps once every this many
+    /// batches, on the mean of their gradients, so the effective batch is this many times the loader's. Default 1.
+    /// </summary>
+    public int AccumulateGradBatches
+    {
+        get => _accumulate;
+        init => _accumulate = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(AccumulateGradBatches), value, "must be at least 1");
+    }
+
+    private readonly int _accumulate = 1;
 
     /// <summary>The devices in use (d2l's <c>self.gpus</c>); empty means the CPU.</summary>
     public IReadOnlyList<Device> Gpus { get; }
@@ -165,25 +190,93 @@ public sealed class Trainer : IDisposable
         Optim?.Dispose();
         Optim = model.ConfigureOptimizers();
         EnsureOptimizerOwnsModelParameters(model, Optim);
-        Scheduler = model.ConfigureScheduler(Optim, checked(MaxEpochs * NumTrainBatches));
+        Scheduler = model.ConfigureScheduler(Optim, checked(MaxEpochs * StepsPerEpoch));
+        if (AccumulateGradBatches > 1 && _replicas.Count > 0)
+            throw new NotSupportedException("Gradient accumulation is not supported with data-parallel replicas; use one device or AccumulateGradBatches = 1.");
         Epoch = 0;
         TrainBatchIdx = 0;
         ValBatchIdx = 0;
         var history = new History();
         _stepLosses?.Dispose();
         _stepLosses = zeros(new long[] { NumTrainBatches }, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();
-        for (Epoch = 0; Epoch < MaxEpochs; Epoch++)
+        var best = new BestEpoch(EarlyStopping);
+        try
         {
-            var watch = Stopwatch.StartNew();
-            FitEpoch(cancellationToken);
-            var values = new Dictionary<string, double>(model.TakeEpochMeans());
-            if (Scheduler is not null || Optim.ParamGroups is not null) values["lr"] = EpochLearningRate;
-            var metrics = new EpochMetrics(Epoch + 1, values, watch.Elapsed);
-            history.Add(metrics);
-            Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
-            EpochCompleted?.Invoke(metrics);
+            for (Epoch = 0; Epoch < MaxEpochs; Epoch++)
+            {
+                var watch = Stopwatch.StartNew();
+                FitEpoch(cancellationToken);
+                var values = new Dictionary<string, double>(model.TakeEpochMeans());
+                if (Scheduler is not null || Optim.ParamGroups is not null) values["lr"] = EpochLearningRate;
+                var metrics = new EpochMetrics(Epoch + 1, values, watch.Elapsed);
+                history.Add(metrics);
+                Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
+                EpochCompleted?.Invoke(metrics);
+                if (best.Observe(metrics, model))
+                {
+                    Log?.Invoke($"early stopping after epoch {metrics.Epoch}: {EarlyStopping!.Monitor} has not improved for {EarlyStopping.Patience} epoch(s) since epoch {best.Epoch}.");
+                    break;
+                }
+            }
+            if (best.Restore(model))
+                Log?.Invoke($"restored the weights of epoch {best.Epoch} ({EarlyStopping!.Monitor} {best.Value:F4}).");
+            history.BestEpoch = best.Epoch;
+            return history;
         }
-        return history;
+        finally
+        {
+            best.Dispose();
+        }
+    }
+
+    /// <summary>Optimizer steps per epoch: one per <see cref="AccumulateGradBatches"/> batches, the last window possibly shorter.</summary>
+    public int StepsPerEpoch => (NumTrainBatches + AccumulateGradBatches - 1) / AccumulateGradBatches;
+
+    /// <summary>The early-stopping bookkeeping: the best value so far, its epoch, and a copy of its weights.</summary>
+    private sealed class BestEpoch(EarlyStopping? rule) : IDisposable
+    {
+        private Dictionary<string, Tensor>? _weights;
+        private int _since;
+
+        public int? Epoch { get; private set; }
+        public double? Value { get; private set; }
+
+        /// <summary>Records the epoch; true when training should stop.</summary>
+        public bool Observe(EpochMetrics metrics, TrainableModule model)
+        {
+            if (rule is null) return false;
+            if (!metrics.Values.TryGetValue(rule.Monitor, out var value))
+                throw new InvalidOperationException(
+                    $"EarlyStopping monitors '{rule.Monitor}', but the epoch reported {string.Join(", ", metrics.Values.Keys.Select(k => $"'{k}'"))}" +
+                    (rule.Monitor.StartsWith("val_", StringComparison.Ordinal) ? ": give the Trainer validation data." : "."));
+            if (rule.Improves(value, Value))
+            {
+                (Epoch, Value, _since) = (metrics.Epoch, value, 0);
+                if (rule.RestoreBestWeights) Snapshot(model);
+                return false;
+            }
+            return ++_since >= rule.Patience;
+        }
+
+        public bool Restore(TrainableModule model)
+        {
+            if (_weights is null || rule is null || !rule.RestoreBestWeights) return false;
+            StateDict.Load(model, _weights);
+            return true;
+        }
+
+        private void Snapshot(TrainableModule model)
+        {
+            Dispose();
+            using var noGrad = no_grad();
+            _weights = StateDict.Get(model).ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone().DetachFromDisposeScope());
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in _weights?.Values ?? Enumerable.Empty<Tensor>()) t.Dispose();
+            _weights = null;
+        }
     }
 
     /// <summary>The learning rate of the first step of the current epoch (what History records as "lr").</summary>
@@ -202,6 +295,8 @@ public sealed class Trainer : IDisposable
         _checkedUpTo = 0;
         EpochLearningRate = CurrentLearningRate(optimizer);
         model.train();
+        int k = AccumulateGradBatches, inWindow = 0, batchInEpoch = 0;
+        using var accumulationScale = (1.0 / k).ToScalar();
         foreach (var raw in loader)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -213,18 +308,24 @@ public sealed class Trainer : IDisposable
                 if (_replicas.Count == 0)
                 {
                     loss = model.TrainingStep(batch);
-                    optimizer.zero_grad();
-                    loss.backward();
+                    if (inWindow == 0) optimizer.zero_grad();
+                    // k batches of mean losses, each scaled by 1/k, add up to the gradient of their mean.
+                    (k == 1 ? loss : loss.mul(accumulationScale)).backward();
                 }
                 else
                 {
                     optimizer.zero_grad();
                     loss = DataParallelLoss(model, batch); // runs each replica's backward itself
                 }
-                if (GradientClipVal > 0) ClipGradients(GradientClipVal, model);
-                optimizer.step();
-                Scheduler?.step();
-                if (_replicas.Count > 0) Broadcast();
+                batchInEpoch++;
+                if (++inWindow == k || batchInEpoch == NumTrainBatches)
+                {
+                    if (GradientClipVal > 0) ClipGradients(GradientClipVal, model);
+                    optimizer.step();
+                    Scheduler?.step();
+                    if (_replicas.Count > 0) Broadcast();
+                    inWindow = 0;
+                }
                 TrackFinite(loss);
             }
             finally
