@@ -70,6 +70,7 @@ public static class OnnxExporter
     public static ModelProto Export(nn.Module<Tensor, Tensor> module, params long[] inputShape)
     {
         ArgumentNullException.ThrowIfNull(module);
+        Build(module, inputShape, outputShape: null); // a module without a rule is refused before it runs
         return Build(module, inputShape, OutputShape(module, inputShape));
     }
 
