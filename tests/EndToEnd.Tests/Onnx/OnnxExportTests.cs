@@ -196,13 +196,15 @@ internal static class OnnxChecker
 
 /// <summary>
 /// A test that needs python3-onnx: skipped with a message saying what to install when it is missing — except under
-/// CI (CI=true), where it runs and fails, so that a CI machine without the checker cannot pass silently.
+/// CI (CI=true, or MLNETGUIDE_REQUIRE_ONNX_CHECKER=1 as .ci/run sets), where it runs and fails, so that a CI machine
+/// without the checker cannot pass silently.
 /// </summary>
 public sealed class OnnxCheckerFactAttribute : FactAttribute
 {
     public OnnxCheckerFactAttribute()
     {
-        bool ci = string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
+        bool ci = string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase)
+            || Environment.GetEnvironmentVariable("MLNETGUIDE_REQUIRE_ONNX_CHECKER") == "1";
         if (!ci && !OnnxChecker.Available())
             Skip = "python3-onnx is not installed (sudo apt-get install python3-onnx, or pip install onnx): the ONNX reference checker cannot run. Under CI=true this test fails instead.";
     }
