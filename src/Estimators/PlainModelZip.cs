@@ -34,12 +34,16 @@ internal static class PlainModelZip
             throw new ModelFormatException(
                 $"{source} holds no MlNetGuide network: it was saved neither by NeuralModel.Save nor by mlContext.Model.Save of a pipeline with a network. Load it with mlContext.Model.Load.");
 
-        var loaded = ml.Model.Load(new MemoryStream(file.GetBuffer(), 0, (int)file.Length, writable: false), out inputSchema);
+        // Our networks are checked and rebuilt before ML.NET (and ONNX Runtime) see the file's bytes.
+        var networks = new List<NeuralNetworkTransformer?>();
         var result = new List<ITransformer>();
-        int index = 0;
+        ITransformer? loaded = null;
         try
         {
-            Walk(loaded, result, graphs, ref index, source, device, budget);
+            foreach (var graph in graphs) networks.Add(graph is null ? null : Network(graph, source, device, budget));
+            loaded = ml.Model.Load(new MemoryStream(file.GetBuffer(), 0, (int)file.Length, writable: false), out inputSchema);
+            int index = 0;
+            Walk(loaded, result, networks, ref index);
             if (index != graphs.Count)
                 throw new ModelFormatException($"{source}: {graphs.Count} ONNX models in the zip but {index} ONNX transformers in its pipeline.");
             return new TransformerChain<ITransformer>(result.ToArray());
@@ -47,24 +51,25 @@ internal static class PlainModelZip
         catch
         {
             foreach (var t in result) (t as IDisposable)?.Dispose();
+            foreach (var n in networks) if (n is not null && !result.Contains(n)) n.Dispose();
             (loaded as IDisposable)?.Dispose();
             throw;
         }
     }
 
-    private static void Walk(ITransformer t, List<ITransformer> output, List<ModelProto?> graphs, ref int index, string source, Device device, NeuralModel.Budget budget)
+    private static void Walk(ITransformer t, List<ITransformer> output, List<NeuralNetworkTransformer?> networks, ref int index)
     {
         if (t.GetType().IsGenericType && t.GetType().GetGenericTypeDefinition() == typeof(TransformerChain<>))
         {
             var children = ((IEnumerable<ITransformer>)t).ToList();
-            if (children.Count > 0 && children[0] is OnnxTransformer && index < graphs.Count && graphs[index] is { } graph)
+            if (children.Count > 0 && children[0] is OnnxTransformer && index < networks.Count && networks[index] is { } network)
             {
                 index++;
-                output.Add(Network(graph, source, device, budget));
+                output.Add(network);
                 foreach (var c in children) (c as IDisposable)?.Dispose();
                 return;
             }
-            foreach (var c in children) Walk(c, output, graphs, ref index, source, device, budget);
+            foreach (var c in children) Walk(c, output, networks, ref index);
         }
         else
         {

@@ -163,6 +163,55 @@ public sealed class PlainModelZipTests : IDisposable
         using var back = (IDisposable)NeuralModel.Load(new MLContext(), PathOf("own-format.zip"), out _);
     }
 
+    [Fact]
+    public void NeuralModelLoadOfATamperedPlainZipRefusesBeforeAllocatingOrRunningOnnxRuntime()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = Synthetic.Data(ml, 200);
+        using var model = ml.Regression.Trainers.NeuralNetwork(labelColumnName: "Value", architecture: NetworkArchitecture.Mlp(8), epochs: 1).Fit(data);
+        var path = PathOf("plain.zip");
+        ml.Model.Save(model, data.Schema, path);
+
+        // An initializer that claims 4 TB but holds 96 bytes.
+        var huge = Tampered(path, "huge.zip", proto => proto.Graph.Initializer.Single(i => i.Name == "0.weight").Dims[0] = 1L << 40);
+        var ex = Assert.Throws<ModelFormatException>(() => NeuralModel.Load(new MLContext(), huge, out _));
+        Assert.Contains("initializer '0.weight'", ex.Message);
+        Assert.Contains("bytes of raw data", ex.Message);
+
+        // A config that asks for a network far larger than the weights the file holds: refused before building it.
+        var wide = Tampered(path, "wide.zip", proto =>
+        {
+            var entry = proto.MetadataProps.Single(p => p.Key == "mlnetguide.network");
+            entry.Value = entry.Value.Replace("\"FeatureCount\":3", "\"FeatureCount\":100000000");
+        });
+        Assert.Contains("needs at least", Assert.Throws<ModelFormatException>(() => NeuralModel.Load(new MLContext(), wide, out _)).Message);
+
+        // A zip with no MlNetGuide network at all says which loader to use.
+        var other = PathOf("other.zip");
+        ml.Model.Save(ml.Transforms.CopyColumns("A", "Value").Fit(data), data.Schema, other);
+        Assert.Contains("mlContext.Model.Load", Assert.Throws<ModelFormatException>(() => NeuralModel.Load(new MLContext(), other, out _)).Message);
+    }
+
+    /// <summary>A copy of the zip with its ONNX model edited (ML.NET's OnnxModel entry: an int32 length, then the bytes).</summary>
+    private string Tampered(string path, string name, Action<global::Onnx.ModelProto> edit)
+    {
+        var copy = PathOf(name);
+        File.Copy(path, copy);
+        using var zip = new System.IO.Compression.ZipArchive(File.Open(copy, FileMode.Open), System.IO.Compression.ZipArchiveMode.Update);
+        var entry = zip.Entries.Single(e => e.Name == "OnnxModel");
+        byte[] bytes;
+        using (var s = entry.Open()) { using var ms = new MemoryStream(); s.CopyTo(ms); bytes = ms.ToArray(); }
+        var proto = global::Onnx.ModelProto.Parser.ParseFrom(bytes, 4, bytes.Length - 4);
+        edit(proto);
+        var edited = Google.Protobuf.MessageExtensions.ToByteArray(proto);
+        var fullName = entry.FullName;
+        entry.Delete();
+        using var w = zip.CreateEntry(fullName).Open();
+        w.Write(BitConverter.GetBytes(edited.Length));
+        w.Write(edited);
+        return copy;
+    }
+
     private sealed class Unexportable : nn.Module<Tensor, Tensor>
     {
         private readonly nn.Module<Tensor, Tensor> linear;
