@@ -1,5 +1,6 @@
 using MlNetGuide.Estimators;
 using MlNetGuide.Modules;
+using MlNetGuide.Modules.Onnx;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -33,8 +34,21 @@ public sealed class IrisNet : nn.Module<Tensor, Tensor>
     /// <summary>The name both processes register the factory under.</summary>
     public const string Name = "iris-net";
 
-    /// <summary>Registers the factory; the training and the scoring process both call this.</summary>
-    public static void Register() => NeuralModuleRegistry.Register(Name, request => new IrisNet(request));
+    /// <summary>
+    /// Registers the factory (the training and the scoring process both call this) and the ONNX export rule, which
+    /// lets <c>mlContext.Model.Save</c> write the network as ONNX: the same forward pass as ONNX nodes, with the
+    /// children's own rules for the Linear layers (their weights keep their state-dict names, e.g. "input.weight").
+    /// </summary>
+    public static void Register()
+    {
+        NeuralModuleRegistry.Register(Name, request => new IrisNet(request));
+        OnnxExporter.Register<IrisNet>((graph, net, x) =>
+        {
+            var h = graph.Node("Tanh", [graph.Add(OnnxExporter.Child(net, nameof(input)), x)]);
+            h = graph.Node("Add", [h, graph.Node("Tanh", [graph.Add(OnnxExporter.Child(net, nameof(hidden)), h)])]);
+            return graph.Add(OnnxExporter.Child(net, nameof(output)), h);
+        });
+    }
 }
 
 /// <summary>

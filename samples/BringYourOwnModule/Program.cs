@@ -1,5 +1,6 @@
 // Bring your own module: a user-defined TorchSharp module and init scheme inside an ordinary ML.NET pipeline,
-// saved with its weights, then loaded and scored by a second process that only registers the module by name.
+// saved with mlContext.Model.Save (as ONNX, thanks to IrisNet's export rule), then rebuilt as a TorchSharp module and
+// scored by a second process that only registers the module by name.
 //   dotnet run --project samples/BringYourOwnModule            train, save, then start the scoring process
 //   dotnet run --project samples/BringYourOwnModule -- score model.zip
 using System.Diagnostics;
@@ -34,7 +35,7 @@ var metrics = ml.MulticlassClassification.Evaluate(model.Transform(split.TestSet
 Console.WriteLine($"IrisNet (LeCun-normal init) test accuracy: {metrics.MicroAccuracy:P1}, log-loss {metrics.LogLoss:F3}");
 
 var path = Path.GetFullPath("iris-net-model.zip");
-NeuralModel.Save(ml, model, split.TrainSet.Schema, path);
+ml.Model.Save(model, split.TrainSet.Schema, path); // a plain ML.NET zip: mlContext.Model.Load scores it anywhere
 Console.WriteLine($"Saved {path}; starting a second process to score it...");
 
 var self = Environment.ProcessPath!;
@@ -55,7 +56,8 @@ return agree && metrics.MicroAccuracy >= 0.9 ? 0 : 1;
 
 static int Score(string zip)
 {
-    // A process that never built the module: it registered "iris-net" above, and that is all it needs.
+    // A process that never built the module: it registered "iris-net" above, and that is all NeuralModel.Load needs to
+    // rebuild the TorchSharp module from the zip's ONNX model (architecture from its metadata, weights bit for bit).
     var ml = new MLContext();
     var model = NeuralModel.Load(ml, zip, out _);
     Console.Write(Describe(ml.Model.CreatePredictionEngine<IrisRow, IrisPrediction>(model)));

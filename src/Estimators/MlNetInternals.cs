@@ -1,6 +1,8 @@
 using System.Reflection;
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Trainers;
 
 namespace MlNetGuide.Estimators;
 
@@ -11,7 +13,11 @@ namespace MlNetGuide.Estimators;
 /// <item>the environment behind <c>mlContext.&lt;Task&gt;.Trainers</c> (<c>TrainCatalogBase.Environment</c>), needed for
 /// <c>mlContext.MulticlassClassification.Trainers.NeuralNetwork(...)</c>;</item>
 /// <item><c>GpuDeviceId</c>/<c>FallbackToCpu</c> on that environment (<c>IHostEnvironmentInternal</c>);</item>
-/// <item><c>SchemaShape.Create(DataViewSchema)</c>, the only way to describe new output columns in <c>GetOutputSchema</c>.</item>
+/// <item><c>SchemaShape.Create(DataViewSchema)</c>, the only way to describe new output columns in <c>GetOutputSchema</c>;</item>
+/// <item>the constructors of the prediction transformers and linear models behind <c>Score</c>/<c>PredictedLabel</c>:
+/// a plain <c>mlContext.Model.Save</c> writes a network as ONNX followed by an identity linear model in a stock
+/// prediction transformer, because ML.NET's <c>OnnxTransformer</c> cannot output a scalar column (only vectors). Only
+/// saving uses them: a plain <c>mlContext.Model.Load</c> reads these stock types with no reflection.</item>
 /// </list>
 /// Every lookup fails with <see cref="NotSupportedException"/> naming the public alternative if ML.NET changes.
 /// </summary>
@@ -48,6 +54,54 @@ internal static class MlNetInternals
     {
         var method = CreateShape.Value ?? throw Unsupported("SchemaShape.Create", "Fit and Transform directly (GetOutputSchema on SchemaShape is unavailable)");
         return (SchemaShape)method.Invoke(null, [schema])!;
+    }
+
+    /// <summary>A RegressionPredictionTransformer whose Score is slot 0 of <paramref name="featureColumn"/> (a linear model with weight 1, bias 0).</summary>
+    public static ITransformer RegressionScorer(IHostEnvironment env, DataViewSchema schema, string featureColumn)
+    {
+        var model = Construct(typeof(LinearRegressionModelParameters), env, Identity(1, 0), 0f);
+        return (ITransformer)Construct(typeof(RegressionPredictionTransformer<LinearRegressionModelParameters>), env, model, schema, featureColumn);
+    }
+
+    /// <summary>A BinaryPredictionTransformer: Score = slot 0 of <paramref name="featureColumn"/>, PredictedLabel = Score &gt; 0.</summary>
+    public static ITransformer BinaryScorer(IHostEnvironment env, DataViewSchema schema, string featureColumn)
+    {
+        var model = Construct(typeof(LinearBinaryModelParameters), env, Identity(1, 0), 0f, null);
+        return (ITransformer)Construct(typeof(BinaryPredictionTransformer<LinearBinaryModelParameters>), env, model, schema, featureColumn, 0f, "Score");
+    }
+
+    /// <summary>
+    /// A MulticlassPredictionTransformer with an identity linear model (no softmax): Score = <paramref name="featureColumn"/>,
+    /// PredictedLabel = the key of its largest slot, with <paramref name="labelColumn"/>'s key values when given.
+    /// </summary>
+    public static ITransformer MulticlassScorer(IHostEnvironment env, DataViewSchema schema, string featureColumn, int classes,
+        string? labelColumn, string scoreColumn, string predictedLabelColumn)
+    {
+        var weights = Enumerable.Range(0, classes).Select(i => Identity(classes, i)).ToArray();
+        var model = Construct(typeof(LinearMulticlassModelParameters), env, weights, new float[classes], classes, classes, null, null);
+        return (ITransformer)Construct(typeof(MulticlassPredictionTransformer<LinearMulticlassModelParameters>), env, model, schema,
+            featureColumn, labelColumn, scoreColumn, predictedLabelColumn);
+    }
+
+    /// <summary>A vector of <paramref name="length"/> with a single 1 at <paramref name="index"/> (sparse: 0 × x stays exactly 0).</summary>
+    private static VBuffer<float> Identity(int length, int index) => new(length, 1, [1f], [index]);
+
+    private static object Construct(Type type, params object?[] args)
+    {
+        var ctor = type.GetConstructors(Any).FirstOrDefault(c => Fits(c.GetParameters(), args))
+            ?? throw Unsupported($"the constructor {type.Name}({args.Length} arguments)", "NeuralModel.Save (mlContext.Model.Save of a network needs it)");
+        return ctor.Invoke(args);
+    }
+
+    private static bool Fits(ParameterInfo[] parameters, object?[] args)
+    {
+        if (parameters.Length != args.Length) return false;
+        for (int i = 0; i < args.Length; i++)
+        {
+            var type = parameters[i].ParameterType.IsByRef ? parameters[i].ParameterType.GetElementType()! : parameters[i].ParameterType;
+            if (args[i] is null ? type.IsValueType : !type.IsInstanceOfType(args[i])) return false;
+        }
+        return true;
     }
 
     private static PropertyInfo? FindProperty(Type type, string name)

@@ -127,7 +127,7 @@ public static class NeuralModel
     // What a manifest, a config or a seal may reasonably be: JSON documents of a few kilobytes.
     private const long MaxJsonBytes = 1 << 20;
     private const int MaxParts = 256;
-    private const int MaxScoringBatchSize = 1 << 20;
+    internal const int MaxScoringBatchSize = 1 << 20;
 
     private static ITransformer Load(MLContext ml, Stream stream, out DataViewSchema inputSchema, string source, LoadLimits limits)
     {
@@ -145,8 +145,9 @@ public static class NeuralModel
             var budget = new Budget(limits.BudgetFor(copy.Length), source);
             Integrity.VerifyZip(copy, source, budget.Total);
             using var zip = new ZipArchive(copy, ZipArchiveMode.Read);
-            var manifestEntry = zip.GetEntry(ManifestEntry)
-                ?? throw new ModelFormatException($"{source} was not saved by NeuralModel.Save (it has no {ManifestEntry}); load an ordinary ML.NET model with mlContext.Model.Load.");
+            var manifestEntry = zip.GetEntry(ManifestEntry);
+            if (manifestEntry is null)
+                return PlainModelZip.Load(ml, copy, zip, out inputSchema, source, device, budget);
             var manifest = ReadJson<Manifest>(manifestEntry, source);
             if (manifest.Version != FormatVersion)
                 throw new ModelFormatException($"{source} has MlNetGuide model format {manifest.Version}; this version reads format {FormatVersion}.");
@@ -199,7 +200,7 @@ public static class NeuralModel
     }
 
     /// <summary>What one model file may still allocate: inflated entries and the networks built from it.</summary>
-    private sealed class Budget(long total, string source)
+    internal sealed class Budget(long total, string source)
     {
         public long Total { get; } = total;
         public long Left => Total - _used;
@@ -218,36 +219,48 @@ public static class NeuralModel
     private static NeuralNetworkTransformer LoadNeural(ZipArchive zip, string entry, string source, Device device, Budget budget)
     {
         var config = ReadJson<NeuralConfig>(Entry(zip, entry + ".json", source), source);
+        var weightsEntry = Entry(zip, entry + ".weights", source);
+        return BuildNetwork(config, $"{entry}.json", weightsEntry.FullName, weightsEntry.Length, source, device, budget, module =>
+        {
+            using var weights = new MemoryStream(ZipBounds.ReadAll(weightsEntry, weightsEntry.Length, source), writable: false);
+            StateDict.Load(module, weights, TensorFileFormat.TorchSharp);
+        });
+    }
+
+    /// <summary>
+    /// Checks a network's config (from a NeuralModel zip or an exported ONNX model's metadata) against itself, the weights
+    /// it comes with and the budget, then builds the module and fills it with <paramref name="loadWeights"/>.
+    /// </summary>
+    internal static NeuralNetworkTransformer BuildNetwork(NeuralConfig config, string configName, string weightsName, long weightBytes,
+        string source, Device device, Budget budget, Action<nn.Module<Tensor, Tensor>> loadWeights)
+    {
         if (!Enum.TryParse<NeuralTask>(config.Task, out var task))
             throw new ModelFormatException($"{source}: unknown task '{config.Task}'.");
         if (config.FeatureCount <= 0 || config.Outputs <= 0 || config.ScoringBatchSize is <= 0 or > MaxScoringBatchSize
             || config.HiddenWidths is null || config.HiddenWidths.Any(w => w <= 0))
             throw new ModelFormatException(
-                $"{source}: invalid sizes in {entry}.json (features {config.FeatureCount}, outputs {config.Outputs}, hidden [{string.Join(", ", config.HiddenWidths ?? [])}], " +
+                $"{source}: invalid sizes in {configName} (features {config.FeatureCount}, outputs {config.Outputs}, hidden [{string.Join(", ", config.HiddenWidths ?? [])}], " +
                 $"scoring batch size {config.ScoringBatchSize}; expected positive widths and a batch size of at most {MaxScoringBatchSize}).");
         if (task != NeuralTask.MulticlassClassification && config.Outputs != 1)
-            throw new ModelFormatException($"{source}: a {task} network has 1 output, {entry}.json says {config.Outputs}.");
+            throw new ModelFormatException($"{source}: a {task} network has 1 output, {configName} says {config.Outputs}.");
         var keyValues = config.KeyValueType is null ? null : KeyValues.Parse(config.KeyValueType, config.KeyValues ?? []);
         if (task == NeuralTask.MulticlassClassification && keyValues is not null && keyValues.Count != config.Outputs)
             throw new ModelFormatException(
-                $"{source}: {entry}.json has {keyValues.Count} label key values for a network of {config.Outputs} outputs; they must be equal.");
+                $"{source}: {configName} has {keyValues.Count} label key values for a network of {config.Outputs} outputs; they must be equal.");
         var architecture = NetworkArchitecture.FromConfig(config.Architecture, config.HiddenWidths);
-        var weightsEntry = Entry(zip, entry + ".weights", source);
         // Before building anything: the network must fit in the weights the file holds (a module's parameters are at
         // least as large as any width it was asked for), and the weights and the network must fit in the budget.
-        long weightBytes = weightsEntry.Length;
         long needed = architecture.MinimumParameterBytes(config.FeatureCount, config.Outputs);
         if (needed > weightBytes)
             throw new ModelFormatException(
                 $"{source}: architecture {architecture} for {config.FeatureCount} features and {config.Outputs} outputs needs at least {needed:N0} bytes of weights; " +
-                $"{weightsEntry.FullName} holds {weightBytes:N0}.");
-        budget.Charge(weightBytes, weightsEntry.FullName);
-        budget.Charge(weightBytes, $"the network built for {weightsEntry.FullName}");
+                $"{weightsName} holds {weightBytes:N0}.");
+        budget.Charge(weightBytes, weightsName);
+        budget.Charge(weightBytes, $"the network built for {weightsName}");
         var module = architecture.Build(config.FeatureCount, config.Outputs);
         try
         {
-            using (var weights = new MemoryStream(ZipBounds.ReadAll(weightsEntry, weightBytes, source), writable: false))
-                StateDict.Load(module, weights, TensorFileFormat.TorchSharp);
+            loadWeights(module);
             if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
             var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,
                 config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues);
@@ -275,7 +288,7 @@ public static class NeuralModel
         throw new InvalidOperationException($"MLContext.GpuDeviceId is {id} but that GPU is not available; set MLContext.FallbackToCpu = true to load on the CPU.");
     }
 
-    private static NeuralConfig ConfigOf(NeuralNetworkTransformer t)
+    internal static NeuralConfig ConfigOf(NeuralNetworkTransformer t)
     {
         var s = t.Scorer;
         return new NeuralConfig
@@ -348,7 +361,7 @@ public static class NeuralModel
         public string Entry { get; set; } = "";
     }
 
-    private sealed class NeuralConfig
+    internal sealed class NeuralConfig
     {
         public string Task { get; set; } = "";
         public string FeatureColumn { get; set; } = "";

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetGuide.Modules;
+using MlNetGuide.Modules.Onnx;
 using MlNetGuide.Training;
 
 namespace MlNetGuide.Estimators;
@@ -11,10 +12,11 @@ namespace MlNetGuide.Estimators;
 /// <see cref="GetRowToRowMapper"/>.
 /// </summary>
 /// <remarks>
-/// Save it with <see cref="NeuralModel.Save(MLContext, ITransformer, DataViewSchema, string)"/> and load it with
-/// <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema, LoadLimits)"/>: ML.NET keeps the API a transformer needs to
-/// write into its model zip internal, so a plain <c>mlContext.Model.Save</c> refuses (naming that call) rather than
-/// silently dropping the weights.
+/// Save it with <c>mlContext.Model.Save</c>: the network is written as an ONNX model inside the zip, which a plain
+/// <c>mlContext.Model.Load</c> reads (with Microsoft.ML.OnnxTransformer and ONNX Runtime, no MlNetGuide) and
+/// <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema, LoadLimits)"/> turns back into a trainable TorchSharp
+/// module. A network with no ONNX export rule is refused by <c>mlContext.Model.Save</c>; save it with
+/// <see cref="NeuralModel.Save(MLContext, ITransformer, DataViewSchema, string)"/>.
 /// </remarks>
 public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 {
@@ -104,10 +106,33 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
         return new NeuralRowMapper(inputSchema, GetOutputSchema(inputSchema), _scorer);
     }
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) =>
-        throw new NotSupportedException(
-            "A NeuralNetworkTransformer's weights cannot be written through mlContext.Model.Save (ML.NET keeps that API internal). " +
-            "Save the model with MlNetGuide.Estimators.NeuralModel.Save(mlContext, model, schema, path) and load it with NeuralModel.Load(mlContext, path, out schema).");
+    /// <summary>
+    /// Writes the network as stock ML.NET transformers (an ONNX model and fixed scorers, see <see cref="NetworkOnnx"/>):
+    /// what <c>mlContext.Model.Save</c> calls, so that a plain <c>mlContext.Model.Load</c> reads the zip in any process
+    /// with Microsoft.ML.OnnxTransformer and ONNX Runtime, and <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema, LoadLimits)"/>
+    /// rebuilds the TorchSharp module from it.
+    /// </summary>
+    /// <exception cref="OnnxExportException">The module (or a module inside it) has no ONNX export rule; the message names
+    /// its type, <c>OnnxExporter.Register</c> and <see cref="NeuralModel.Save(MLContext, ITransformer, DataViewSchema, string)"/>.</exception>
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        if (NetworkOnnx.Refusal(this) is { } refusal)
+            throw new OnnxExportException($"mlContext.Model.Save cannot write this network as ONNX: {refusal}");
+        ((ICanSaveModel)NetworkOnnx.StockChain(this)).Save(ctx);
+    }
+
+    /// <summary>
+    /// Writes the network as a standalone ONNX model, for scoring outside ML.NET: input [batch, features] named after
+    /// the feature column; output Score (softmax probabilities for multiclass, the raw value otherwise) and, for binary,
+    /// Probability. The metadata holds the network's config; the initializers its state dict under its keys.
+    /// </summary>
+    public void ExportOnnx(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var bytes = Google.Protobuf.MessageExtensions.ToByteArray(NetworkOnnx.StandaloneGraph(this));
+        AtomicFile.Write(path, s => s.Write(bytes));
+    }
 
     /// <summary>Releases the network's native memory. Using the transformer (or a view it returned) afterwards throws <see cref="ObjectDisposedException"/>.</summary>
     public void Dispose()

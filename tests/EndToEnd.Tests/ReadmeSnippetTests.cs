@@ -131,15 +131,18 @@ public sealed class ReadmeSnippetTests : IDisposable
             .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
         var model = pipeline.Fit(train);
         var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
-        NeuralModel.Save(ml, model, train.Schema, "model.zip");
-        // later, in another process that never built the module:
-        var loaded = NeuralModel.Load(new MLContext(), "model.zip", out var schema);
+        ml.Model.Save(model, train.Schema, "model.zip");      // the network is stored as ONNX inside the zip
+        // later, in any process with Microsoft.ML.OnnxTransformer and Microsoft.ML.OnnxRuntime (no MlNetGuide needed):
+        var loaded = ml.Model.Load("model.zip", out var schema);
         var engine = ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(loaded);
+        // or back to a trainable TorchSharp network (same weights, bit for bit; batched scoring):
+        var network = NeuralModel.Load(new MLContext(), "model.zip", out _);
         // README
         Assert.True(metrics.MicroAccuracy > 0.85, $"{metrics.MicroAccuracy}");
         Assert.Equal(train.Schema.Count, schema.Count);
         var digit = rows[^1];
         Assert.Equal(engine.Predict(digit).PredictedLabel, ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(model).Predict(digit).PredictedLabel);
+        Assert.Equal(engine.Predict(digit).PredictedLabel, ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(network).Predict(digit).PredictedLabel);
     }
 
     [Fact]

@@ -146,16 +146,6 @@ public sealed class EstimatorTests : IDisposable
     }
 
     [Fact]
-    public void PlainModelSaveRefusesNamingTheCallToUse()
-    {
-        var ml = new MLContext(seed: 1);
-        var data = KindData(ml, 100);
-        using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(epochs: 1).Fit(data);
-        var ex = Assert.ThrowsAny<Exception>(() => ml.Model.Save(model, data.Schema, PathOf("plain.zip")));
-        Assert.Contains("NeuralModel.Save", (ex.InnerException ?? ex).Message + ex.Message);
-    }
-
-    [Fact]
     public void PlainModelLoadFailsAtOnceNamingTheCallToUse()
     {
         var ml = new MLContext(seed: 1);

@@ -1,0 +1,135 @@
+using System.Text.Json;
+using Google.Protobuf;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using MlNetGuide.Modules.Onnx;
+using Onnx;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>
+/// A trained network as stock ML.NET transformers, which a plain <c>mlContext.Model.Save</c> writes and a plain
+/// <c>mlContext.Model.Load</c> reads back in any process with Microsoft.ML.OnnxTransformer and ONNX Runtime:
+/// <code>
+/// OnnxTransformer        features → MlNetGuideNetworkOutput (the network; softmax for multiclass; one row per ORT run)
+/// *PredictionTransformer identity linear model: Score (and PredictedLabel: the label's key, or Score &gt; 0)
+/// CalibratorTransformer  binary only: Probability = sigmoid(Score) (a fixed Platt calibrator, slope -1)
+/// ColumnCopying/Dropping the caller's column names; MlNetGuideNetworkOutput removed
+/// </code>
+/// The prediction transformer is there because ML.NET's OnnxTransformer outputs vectors only, and ML.NET's Evaluate
+/// needs a scalar Score and a key PredictedLabel. The ONNX model's metadata keeps the network's config
+/// (<see cref="ConfigMetadata"/>) and its initializers the state dict, so <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema, MlNetGuide.Modules.LoadLimits)"/>
+/// rebuilds the TorchSharp module from such a zip.
+/// </summary>
+internal static class NetworkOnnx
+{
+    /// <summary>The ONNX metadata key holding the network's config (JSON).</summary>
+    public const string ConfigMetadata = "mlnetguide.network";
+
+    /// <summary>The intermediate column the ONNX model writes (dropped at the end of the chain).</summary>
+    public const string OutputColumn = "MlNetGuideNetworkOutput";
+
+    private const string LabelColumn = "Label";
+
+    /// <summary>Why the network cannot be written as ONNX, naming the module type and the way out; null when it can.</summary>
+    public static string? Refusal(NeuralNetworkTransformer t) => OnnxExporter.Refusal(t.Scorer.Module, t.FeatureCount);
+
+    /// <summary>The per-row graph ML.NET runs: input [features] named after the feature column, output [Width].</summary>
+    public static byte[] ScoringGraph(NeuralNetworkTransformer t)
+    {
+        var s = t.Scorer;
+        var g = new OnnxGraphBuilder(s.Module);
+        var x = g.Input(s.FeatureColumn, s.FeatureCount);
+        var y = g.Add(s.Module, g.Node("Unsqueeze", [x, g.Int64s("axes", 0)]));
+        if (s.Task == NeuralTask.MulticlassClassification) y = g.Node("Softmax", [y], ("axis", -1L));
+        y = g.Node("Reshape", [y, g.Int64s("shape", s.Width)]);
+        g.Output(OutputColumn, y, TensorProto.Types.DataType.Float, s.Width);
+        g.Metadata(ConfigMetadata, JsonSerializer.Serialize(NeuralModel.ConfigOf(t)));
+        return g.ToModel().ToByteArray();
+    }
+
+    /// <summary>
+    /// A standalone graph for scoring elsewhere: input [batch, features] named after the feature column; outputs named
+    /// after the score columns: Score (softmax probabilities for multiclass, the logit for binary) and, for binary,
+    /// Probability.
+    /// </summary>
+    public static ModelProto StandaloneGraph(NeuralNetworkTransformer t)
+    {
+        var s = t.Scorer;
+        var g = new OnnxGraphBuilder(s.Module);
+        var x = g.Input(s.FeatureColumn, null, s.FeatureCount);
+        var y = g.Node("Reshape", [g.Add(s.Module, x), g.Int64s("shape", -1, s.Width)]);
+        if (s.Task == NeuralTask.MulticlassClassification) y = g.Node("Softmax", [y], ("axis", -1L));
+        g.Output(s.ScoreColumn, y, TensorProto.Types.DataType.Float, null, s.Width);
+        if (s.Task == NeuralTask.BinaryClassification)
+            g.Output(s.ProbabilityColumn!, g.Node("Sigmoid", [y]), TensorProto.Types.DataType.Float, null, 1);
+        g.Metadata(ConfigMetadata, JsonSerializer.Serialize(NeuralModel.ConfigOf(t)));
+        return g.ToModel();
+    }
+
+    /// <summary>The stock chain described above, fitted (no data is read: every part is trivial or fixed).</summary>
+    public static ITransformer StockChain(NeuralNetworkTransformer t)
+    {
+        var s = t.Scorer;
+        var bytes = ScoringGraph(t);
+        var ml = new MLContext();
+        IHostEnvironment env = ml;
+        var definition = SchemaDefinition.Create(typeof(FeatureRow));
+        definition[0].ColumnName = s.FeatureColumn;
+        definition[0].ColumnType = new VectorDataViewType(NumberDataViewType.Single, s.FeatureCount);
+        var empty = ml.Data.LoadFromEnumerable(Array.Empty<FeatureRow>(), definition);
+        var onnx = ml.Transforms.ApplyOnnxModel([OutputColumn], [s.FeatureColumn], new MemoryStream(bytes)).Fit(empty);
+        var parts = new List<ITransformer> { onnx };
+        var view = onnx.Transform(empty);
+        void Append(ITransformer part)
+        {
+            parts.Add(part);
+            view = part.Transform(view);
+        }
+        var renames = new List<(string wanted, string stock)>();
+        switch (s.Task)
+        {
+            case NeuralTask.Regression:
+                Append(MlNetInternals.RegressionScorer(env, view.Schema, OutputColumn));
+                renames.Add((s.ScoreColumn, "Score"));
+                break;
+            case NeuralTask.BinaryClassification:
+                Append(MlNetInternals.BinaryScorer(env, view.Schema, OutputColumn));
+                // ML.NET's Platt calibrator: p = 1 / (1 + exp(slope * score + offset)); slope -1 is the sigmoid.
+                Append(ml.BinaryClassification.Calibrators.Platt(slope: -1, offset: 0, scoreColumnName: "Score").Fit(view));
+                renames.Add((s.ScoreColumn, "Score"));
+                renames.Add((s.ProbabilityColumn!, "Probability"));
+                renames.Add((s.PredictedLabelColumn!, "PredictedLabel"));
+                break;
+            default:
+                var schema = view.Schema;
+                if (s.KeyValues is { } keyValues)
+                {
+                    // The prediction transformer takes the PredictedLabel key's values from its training label column.
+                    var builder = new DataViewSchema.Builder();
+                    builder.AddColumns(view.Schema);
+                    var annotations = new DataViewSchema.Annotations.Builder();
+                    keyValues.AddTo(annotations);
+                    builder.AddColumn(LabelColumn, new KeyDataViewType(typeof(uint), s.Outputs), annotations.ToAnnotations());
+                    schema = builder.ToSchema();
+                }
+                Append(MlNetInternals.MulticlassScorer(env, schema, OutputColumn, s.Outputs, s.KeyValues is null ? null : LabelColumn,
+                    s.ScoreColumn, s.PredictedLabelColumn!));
+                break;
+        }
+        var drop = new List<string> { OutputColumn };
+        foreach (var (wanted, stock) in renames.Where(r => r.wanted != r.stock))
+        {
+            Append(ml.Transforms.CopyColumns(wanted, stock).Fit(view));
+            drop.Add(stock);
+        }
+        Append(ml.Transforms.DropColumns(drop.ToArray()).Fit(view));
+        return new TransformerChain<ITransformer>(parts.ToArray());
+    }
+
+    private sealed class FeatureRow
+    {
+        public float[] Features { get; set; } = [];
+    }
+}
