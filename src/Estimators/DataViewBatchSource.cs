@@ -28,12 +28,18 @@ internal sealed class DataViewBatchSource : IDisposable
     private readonly DataViewSchema.Column _features, _label;
     private readonly NeuralNetworkOptions _options;
     private readonly int _seed;
+    private readonly double _validationFraction;
 
-    public DataViewBatchSource(IDataView data, NeuralNetworkOptions options, int seed)
+    /// <param name="data">The rows.</param>
+    /// <param name="options">Columns, task, batch size, validation fraction, non-finite policy.</param>
+    /// <param name="seed">Shuffling and validation-split seed.</param>
+    /// <param name="splitValidation">False for a data view that is validation data itself: no row is split off.</param>
+    public DataViewBatchSource(IDataView data, NeuralNetworkOptions options, int seed, bool splitValidation = true)
     {
         _data = data;
         _options = options;
         _seed = seed;
+        _validationFraction = splitValidation ? options.ValidationFraction : 0;
         (_features, FeatureCount) = ColumnChecks.Features(data.Schema, options.FeatureColumnName);
         _label = ColumnChecks.Label(data.Schema, options.LabelColumnName, options.Task, out int classes);
         ClassCount = classes;
@@ -81,7 +87,7 @@ internal sealed class DataViewBatchSource : IDisposable
     private bool TryLoad(long limitBytes)
     {
         long? known = _data.GetRowCount();
-        double fraction = _options.ValidationFraction;
+        double fraction = _validationFraction;
         long maxRows = limitBytes / RowBytes;
         long Estimate(double share) => known is long n ? Math.Min(maxRows, (long)(n * share * 1.05) + 16) : 4096;
         using var train = new RowStore(FeatureCount, Estimate(1 - fraction), maxRows);
@@ -115,7 +121,7 @@ internal sealed class DataViewBatchSource : IDisposable
     public void Scan()
     {
         bool skip = _options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow;
-        if (!skip && _options.ValidationFraction == 0 && _data.GetRowCount() is long known)
+        if (!skip && _validationFraction == 0 && _data.GetRowCount() is long known)
         {
             if (known == 0) throw Empty(0);
             (TrainRows, ValRows, SkippedRows) = (known, 0, 0);
@@ -159,6 +165,9 @@ internal sealed class DataViewBatchSource : IDisposable
 
     /// <summary>The validation batches, in order.</summary>
     public IEnumerable<Batch> Validation() => Direct(null, validation: true);
+
+    /// <summary>Every (training) row in order: what a data view of validation rows streams each epoch.</summary>
+    public IEnumerable<Batch> InOrder() => Direct(null, validation: false);
 
     /// <summary>Rows go from the cursor straight into the batch tensor's memory (the data view shuffles, if asked).</summary>
     private IEnumerable<Batch> Direct(Random? random, bool validation)
@@ -333,7 +342,7 @@ internal sealed class DataViewBatchSource : IDisposable
         {
             if (!_cursor.MoveNext()) return false;
             Label = _label(_cursor.Position);
-            double fraction = _source._options.ValidationFraction;
+            double fraction = _source._validationFraction;
             if (fraction > 0)
             {
                 _id(ref _rowId);

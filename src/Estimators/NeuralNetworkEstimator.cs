@@ -93,10 +93,23 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
 
     /// <summary>Validates the data, builds and initializes the network, and trains it.</summary>
     /// <exception cref="SchemaMismatchException">A column is missing, mistyped, or holds an unusable value.</exception>
-    public NeuralNetworkTransformer Fit(IDataView input)
+    public NeuralNetworkTransformer Fit(IDataView input) => Fit(input, validationData: null);
+
+    /// <summary>
+    /// Trains on <paramref name="trainData"/> and reports validation loss (and accuracy for classifiers) on
+    /// <paramref name="validationData"/> after every epoch — ML.NET's <c>FastTree</c>/<c>LightGbm</c> shape, and what
+    /// <see cref="NeuralNetworkOptions.EarlyStopping"/> watches. The validation rows go through the same checks as the
+    /// training rows; leave <see cref="NeuralNetworkOptions.ValidationFraction"/> at 0 when passing them.
+    /// </summary>
+    /// <exception cref="SchemaMismatchException">A column is missing, mistyped, holds an unusable value, or the two data views disagree.</exception>
+    public NeuralNetworkTransformer Fit(IDataView trainData, IDataView? validationData)
     {
-        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(trainData);
+        var input = trainData;
         var o = _options;
+        if (validationData is not null && o.ValidationFraction > 0)
+            throw new ArgumentException(
+                $"Pass validation data or set ValidationFraction ({o.ValidationFraction}), not both.", nameof(validationData));
         var host = _env.Register("MlNetGuide.NeuralNetwork");
         using var ch = host.Start("Training");
         int seed = o.Seed ?? host.Rand.Next();
@@ -104,10 +117,23 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         var keyValues = o.Task == NeuralTask.MulticlassClassification ? KeyValues.From(source.LabelColumn) : null;
         var devices = ResolveDevices(o, ch);
         source.Prepare((long)o.InMemoryLimitMB << 20);
+        using var valSource = validationData is null ? null : new DataViewBatchSource(validationData, o, seed, splitValidation: false);
+        if (valSource is not null)
+        {
+            if (valSource.FeatureCount != source.FeatureCount)
+                throw new SchemaMismatchException(o.FeatureColumnName, $"{source.FeatureCount} values, as in the training data", $"{valSource.FeatureCount} in the validation data");
+            if (valSource.ClassCount != source.ClassCount)
+                throw new SchemaMismatchException(o.LabelColumnName, $"a key of {source.ClassCount} classes, as in the training data", $"{valSource.ClassCount} in the validation data");
+            // Keys mean classes only through their values: a MapValueToKey fitted on each data view separately numbers them differently.
+            if (KeyValues.From(source.LabelColumn) is { } trainKeys && KeyValues.From(valSource.LabelColumn) is { } valKeys && !trainKeys.Values.SequenceEqual(valKeys.Values))
+                throw new SchemaMismatchException(o.LabelColumnName, $"the training data's key values [{string.Join(", ", trainKeys.Values.Take(5))}…] in the same order",
+                    $"[{string.Join(", ", valKeys.Values.Take(5))}…] in the validation data (fit MapValueToKey once, on the training data, and apply it to both)");
+            valSource.Prepare((long)o.InMemoryLimitMB << 20);
+        }
         if (source.SkippedRows > 0)
             ch.Warning(MessageSensitivity.None, $"Skipped {source.SkippedRows} row(s) with non-finite features (NonFiniteFeatures = SkipRow).");
         ch.Info(MessageSensitivity.None,
-            $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({source.ValRows} held out) of {source.FeatureCount} features " +
+            $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of {source.FeatureCount} features " +
             (source.InMemory ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
             $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
 
@@ -127,9 +153,15 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             };
             trainable.SchedulerFactory = Schedule(o);
             int epoch = 0;
-            using var memoryData = source.InMemory ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, source.MemoryVal, seed) : null;
+            // Validation rows: given (in memory, or streamed in order every epoch), or split off the training data.
+            var memoryVal = valSource is null ? source.MemoryVal : valSource.MemoryTrain;
+            Func<IEnumerable<Batch>>? streamedVal = valSource is null
+                ? (source.ValRows > 0 ? source.Validation : null)
+                : valSource.InMemory ? null : valSource.InOrder;
+            int valBatches = Math.Max(1, valSource?.TrainBatches ?? source.ValBatches);
+            using var memoryData = source.InMemory && streamedVal is null ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, memoryVal, seed) : null;
             DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
-                source.ValRows > 0 ? source.Validation : null, Math.Max(1, source.ValBatches));
+                streamedVal ?? (memoryVal is null ? null : () => TensorBatches(memoryVal, o.BatchSize)), valBatches);
             History history;
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
                    { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps })
@@ -146,6 +178,17 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         {
             trainable.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Batches of in-memory rows in order (views; the rows stay owned by their source).</summary>
+    private static IEnumerable<Batch> TensorBatches(Tensor[] rows, int batchSize)
+    {
+        long n = rows[0].shape[0];
+        for (long start = 0; start < n; start += batchSize)
+        {
+            long end = Math.Min(n, start + batchSize);
+            yield return new Batch(rows.Select(t => t[TensorIndex.Slice(start, end)].DetachFromDisposeScope()).ToArray());
         }
     }
 

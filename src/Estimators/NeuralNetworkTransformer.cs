@@ -18,7 +18,7 @@ namespace MlNetGuide.Estimators;
 /// module. A network with no ONNX export rule is refused by <c>mlContext.Model.Save</c>; save it with
 /// <see cref="NeuralModel.Save(MLContext, ITransformer, DataViewSchema, string)"/>.
 /// </remarks>
-public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
+public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransformer<NetworkArchitecture>, IDisposable
 {
     private readonly NeuralScorer _scorer;
     private readonly int _scoringBatchSize;
@@ -45,6 +45,19 @@ public sealed class NeuralNetworkTransformer : ITransformer, IDisposable
 
     /// <summary>The architecture the network was built from.</summary>
     public NetworkArchitecture Architecture { get; }
+
+    /// <summary>
+    /// ML.NET's view of the trained model (<see cref="IPredictionTransformer{TModel}"/>): the architecture; the weights
+    /// live in the transformer. Being a single-feature prediction transformer is what lets ML.NET's
+    /// <c>PermutationFeatureImportance</c> permute the feature column's slots and score with <see cref="Transform"/>.
+    /// </summary>
+    NetworkArchitecture IPredictionTransformer<NetworkArchitecture>.Model => Architecture;
+
+    /// <summary>The feature column the network reads.</summary>
+    public string FeatureColumnName => _scorer.FeatureColumn;
+
+    /// <summary>The feature column's type: a vector of <see cref="FeatureCount"/> Single values.</summary>
+    public DataViewType FeatureColumnType => new VectorDataViewType(NumberDataViewType.Single, FeatureCount);
 
     /// <summary>Per-epoch training metrics; null for a model loaded from a file.</summary>
     public History? History { get; }

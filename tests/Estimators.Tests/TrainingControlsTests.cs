@@ -1,0 +1,118 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetGuide.Training;
+
+namespace MlNetGuide.Estimators.Tests;
+
+/// <summary>Validation data, early stopping, schedules and ML.NET's model tools through the estimator.</summary>
+public class TrainingControlsTests
+{
+    private static IDataView Keyed(MLContext ml, IEnumerable<TabularRow> rows)
+    {
+        var raw = ml.Data.LoadFromEnumerable(rows);
+        return ml.Transforms.Conversion.MapValueToKey("Label", nameof(TabularRow.Kind)).Fit(raw).Transform(raw);
+    }
+
+    [Fact]
+    public void ValidationDataGivesPerEpochValidationMetricsThatMatchEvaluate()
+    {
+        var ml = new MLContext(seed: 1);
+        var rawTrain = ml.Data.LoadFromEnumerable(Synthetic.Rows(300, seed: 1));
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label", nameof(TabularRow.Kind), // one key mapping for both: a, b, c
+            keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(rawTrain);
+        var train = keys.Transform(rawTrain);
+        var valid = keys.Transform(ml.Data.LoadFromEnumerable(Synthetic.Rows(120, seed: 2)));
+        var estimator = ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.Mlp(16), Epochs = 6, BatchSize = 40, LearningRate = 0.3, // 120 rows: 3 equal batches
+        });
+        using var model = estimator.Fit(train, valid);
+        var last = model.History!.Last!;
+        Assert.Equal(6, model.History.Epochs.Count);
+        Assert.NotNull(last.ValLoss);
+        // The last epoch's validation accuracy is the model's accuracy on those 120 rows (batch means weighted by rows).
+        var metrics = ml.MulticlassClassification.Evaluate(model.Transform(valid));
+        Assert.Equal(metrics.MicroAccuracy, last.ValAccuracy!.Value, 6);
+        Assert.True(metrics.MicroAccuracy > 0.6, $"{metrics.MicroAccuracy}"); // chance is 1/3
+        // Keys numbered by a second MapValueToKey (fitted on the validation rows alone) would silently mean other classes.
+        var ex = Assert.Throws<SchemaMismatchException>(() => estimator.Fit(train, Keyed(ml, Synthetic.Rows(120, seed: 3).OrderByDescending(r => r.Kind)))); // c, b, a
+        Assert.Contains("fit MapValueToKey once", ex.Message);
+        Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions { ValidationFraction = 0.2 }).Fit(train, valid));
+    }
+
+    [Fact]
+    public void ValidationDataMustHaveTheTrainingDatasShape()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = Keyed(ml, Synthetic.Rows(60, seed: 1));
+        var twoKinds = Keyed(ml, Synthetic.Rows(60, seed: 2).Where(r => r.Kind != "c"));
+        var ex = Assert.Throws<SchemaMismatchException>(() => ml.MulticlassClassification.Trainers.NeuralNetwork(epochs: 1).Fit(train, twoKinds));
+        Assert.Contains("validation data", ex.Message);
+    }
+
+    [Fact]
+    public void EarlyStoppingKeepsTheBestEpochAndSaysWhichOneItWas()
+    {
+        var ml = new MLContext(seed: 3);
+        var data = ml.Data.LoadFromEnumerable(Synthetic.Rows(120, seed: 4));
+        using var model = ml.Regression.Trainers.NeuralNetwork(new RegressionNeuralNetworkOptions
+        {
+            LabelColumnName = nameof(TabularRow.Value), Architecture = NetworkArchitecture.Mlp(64, 64), Epochs = 80, BatchSize = 8,
+            LearningRate = 0.05, ValidationFraction = 0.5, EarlyStopping = new EarlyStopping("val_loss", Patience: 2),
+        }).Fit(data);
+        var history = model.History!;
+        int best = history.BestEpoch!.Value;
+        var losses = history.Epochs.Select(e => e.ValLoss!.Value).ToList();
+        Assert.Equal(losses.IndexOf(losses.Min()) + 1, best);
+        Assert.True(history.Epochs.Count == best + 2 || history.Epochs.Count == 80, $"{history.Epochs.Count} epochs, best {best}");
+        Assert.Throws<ArgumentException>(() => ml.Regression.Trainers.NeuralNetwork(new RegressionNeuralNetworkOptions
+            { LabelColumnName = nameof(TabularRow.Value), EarlyStopping = new EarlyStopping() }).Fit(data)); // no validation rows
+    }
+
+    [Fact]
+    public void ACosineScheduleIsRecordedPerEpoch()
+    {
+        var ml = new MLContext(seed: 3);
+        var data = ml.Data.LoadFromEnumerable(Synthetic.Rows(64, seed: 4));
+        using var model = ml.Regression.Trainers.NeuralNetwork(new RegressionNeuralNetworkOptions
+        {
+            LabelColumnName = nameof(TabularRow.Value), Architecture = NetworkArchitecture.Mlp(8), Epochs = 4, BatchSize = 16,
+            LearningRate = 0.1, Schedule = LearningRateSchedule.Cosine,
+        }).Fit(data);
+        // 4 steps per epoch, 16 in all: the rate at each epoch's first step is 0.1 · (1 + cos(π·t/16)) / 2 for t = 0, 4, 8, 12.
+        var expected = new[] { 0, 4, 8, 12 }.Select(t => 0.1 * (1 + Math.Cos(Math.PI * t / 16)) / 2).ToArray();
+        var actual = model.History!.Epochs.Select(e => e.LearningRate!.Value).ToArray();
+        for (int i = 0; i < 4; i++) Assert.Equal(expected[i], actual[i], 9);
+    }
+
+    [Fact]
+    public void CrossValidateRunsOurEstimatorInEveryFold()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Synthetic.Rows(300, seed: 6));
+        var pipeline = ml.Transforms.Conversion.MapValueToKey("Label", nameof(TabularRow.Kind))
+            .Append(ml.MulticlassClassification.Trainers.NeuralNetwork(architecture: NetworkArchitecture.Mlp(16), epochs: 15, batchSize: 16, learningRate: 0.3));
+        var folds = ml.MulticlassClassification.CrossValidate(data, pipeline, numberOfFolds: 3);
+        Assert.Equal(3, folds.Count);
+        foreach (var fold in folds)
+        {
+            Assert.InRange(fold.Metrics.MicroAccuracy, 0.8, 1.0); // the label is the largest of three features: easy
+            (fold.Model as IDisposable)?.Dispose();
+        }
+    }
+
+    [Fact]
+    public void PermutationFeatureImportanceFindsTheFeaturesTheLabelDependsOn()
+    {
+        // y = 2a - 3b + c + 1: permuting b should hurt most, then a, then c.
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Synthetic.Rows(400, seed: 7));
+        using var model = ml.Regression.Trainers.NeuralNetwork(labelColumnName: nameof(TabularRow.Value), architecture: NetworkArchitecture.Mlp(16),
+            epochs: 40, batchSize: 16, learningRate: 0.05).Fit(data);
+        var importance = ml.Regression.PermutationFeatureImportance(model, data, labelColumnName: nameof(TabularRow.Value), permutationCount: 3);
+        // One entry per slot of the feature vector, in slot order.
+        Assert.Equal(3, importance.Length);
+        var drop = importance.Select(m => m.RootMeanSquaredError.Mean).ToArray();
+        Assert.True(drop[1] > drop[0] && drop[0] > drop[2] && drop[2] > 0, $"RMSE increases {string.Join(", ", drop)}");
+    }
+}
