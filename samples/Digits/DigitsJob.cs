@@ -37,11 +37,15 @@ public sealed record DigitsSettings
 /// <summary>How one network is trained, with defaults measured on this data set.</summary>
 public sealed record NetworkPlan(string Name, string Title, NetworkArchitecture Architecture, InitScheme Init, OptimizerKind Optimizer,
     int Epochs, int BatchSize, double LearningRate, double MinAccuracy, double Momentum = 0, double WeightDecay = 0, double ValidationFraction = 0.1,
-    LearningRateSchedule Schedule = LearningRateSchedule.Constant)
+    LearningRateSchedule Schedule = LearningRateSchedule.Constant, EarlyStopping? EarlyStopping = null)
 {
-    /// <summary>The chapter's MLP (lazy input width, 256 hidden, ReLU) with Xavier init and SGD.</summary>
+    /// <summary>
+    /// The chapter's MLP (lazy input width, 256 hidden, ReLU) with Xavier init and SGD on a cosine schedule, stopped early
+    /// when the validation accuracy (10 % of the rows) has not improved for 4 epochs, keeping the best epoch's weights.
+    /// </summary>
     public static NetworkPlan Mlp { get; } = new("mlp", "MlNetGuide chapter MLP", NetworkArchitecture.ChapterMlp(), InitScheme.Xavier,
-        OptimizerKind.Sgd, Epochs: 20, BatchSize: 64, LearningRate: 0.2, MinAccuracy: 0.94);
+        OptimizerKind.Sgd, Epochs: 20, BatchSize: 64, LearningRate: 0.4, MinAccuracy: 0.94,
+        Schedule: LearningRateSchedule.Cosine, EarlyStopping: new EarlyStopping("val_acc", Patience: 4));
 
     /// <summary>D2L 7.6 LeNet (ReLU and max pooling) with Kaiming init for its ReLUs and SGD with momentum.</summary>
     public static NetworkPlan LeNet { get; } = new("lenet", "MlNetGuide LeNet", NetworkArchitecture.LeNet(),
@@ -64,7 +68,7 @@ public sealed record ClassifierMetrics(
     [property: JsonPropertyName("log_loss")] double LogLoss,
     [property: JsonPropertyName("train_seconds")] double TrainSeconds);
 
-/// <summary>One network's result: held-out metrics, and when its validation accuracy first reached 98 %.</summary>
+/// <summary>One network's result: held-out metrics, training time, and the epochs run and kept (early stopping).</summary>
 public sealed record NetworkMetrics(
     [property: JsonPropertyName("name")] string Name,
     [property: JsonPropertyName("accuracy")] double Accuracy,
@@ -72,8 +76,8 @@ public sealed record NetworkMetrics(
     [property: JsonPropertyName("log_loss")] double LogLoss,
     [property: JsonPropertyName("train_seconds")] double TrainSeconds,
     [property: JsonPropertyName("epochs")] int Epochs,
-    [property: JsonPropertyName("val_98_epoch")] int? Val98Epoch,
-    [property: JsonPropertyName("val_98_seconds")] double? Val98Seconds);
+    [property: JsonPropertyName("epochs_run")] int EpochsRun,
+    [property: JsonPropertyName("best_epoch")] int? BestEpoch);
 
 /// <summary>What the job measured; written to metrics.json. The top-level figures are the first network's.</summary>
 public sealed record DigitsReport(
@@ -126,8 +130,6 @@ public static class DigitsJob
             status($"Training {plan.Title}: {plan.Architecture}, {plan.Epochs} epochs, {plan.Optimizer} lr {plan.LearningRate}" +
                 (plan.Momentum > 0 ? $" momentum {plan.Momentum}" : "") + (plan.WeightDecay > 0 ? $" weight decay {plan.WeightDecay}" : "") +
                 (plan.Schedule != LearningRateSchedule.Constant ? $", {plan.Schedule} schedule" : "") + $", batch {plan.BatchSize}");
-            int? val98Epoch = null;
-            double? val98Seconds = null;
             var pipeline = features
                 .Append(ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
                 {
@@ -137,24 +139,24 @@ public static class DigitsJob
                     Momentum = plan.Momentum,
                     WeightDecay = plan.WeightDecay,
                     Schedule = plan.Schedule,
+                    EarlyStopping = plan.EarlyStopping,
                     Epochs = plan.Epochs,
                     BatchSize = plan.BatchSize,
                     LearningRate = plan.LearningRate,
                     NumGpus = s.NumGpus,
                     ValidationFraction = plan.ValidationFraction,
-                    EpochCompleted = m =>
-                    {
-                        if (val98Epoch is null && m.ValAccuracy >= 0.98) (val98Epoch, val98Seconds) = (m.Epoch, m.Elapsed.TotalSeconds);
-                        progress?.Invoke(m);
-                    },
+                    EpochCompleted = progress,
                 }))
                 .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
             var clock = Stopwatch.StartNew();
             var fitted = pipeline.Fit(train);
             double seconds = clock.Elapsed.TotalSeconds;
             var metrics = ml.MulticlassClassification.Evaluate(fitted.Transform(test));
+            var history = Flatten(fitted).OfType<NeuralNetworkTransformer>().Single().History!;
+            if (history.BestEpoch is int kept)
+                status($"{plan.Title}: early stopping ran {history.Epochs.Count} of {plan.Epochs} epochs and kept epoch {kept}'s weights");
             results.Add((plan, fitted, metrics, new NetworkMetrics(plan.Name, metrics.MicroAccuracy, metrics.MacroAccuracy, metrics.LogLoss,
-                seconds, plan.Epochs, val98Epoch, val98Seconds)));
+                seconds, plan.Epochs, history.Epochs.Count, history.BestEpoch)));
         }
         var (primary, model, ours, _) = results[0];
         double trainSeconds = results[0].row.TrainSeconds;

@@ -10,7 +10,7 @@ const string Usage = """
       --architecture A    mlp (the chapter's MLP, default), lenet (D2L 7.6) or both
       --epochs N          passes over the training data (default: mlp 20, lenet 15)
       --batch-size N      rows per batch (default 64)
-      --lr X              learning rate (default: mlp 0.2 with SGD, lenet 0.05 with SGD, momentum 0.9)
+      --lr X              learning rate (default: mlp 0.4 with SGD, lenet 0.05 with SGD, momentum 0.9)
       --num-gpus N        GPUs to train on; more than exist are clamped (default 0)
       --seed N            MLContext seed (default 1)
       --limit N           use only the first N digits (default: all 10,000)
@@ -35,11 +35,11 @@ if (settings is null) { Console.WriteLine(Usage); return 0; }
 
 var interactive = AnsiConsole.Profile.Capabilities.Interactive;
 var plans = settings.Plans();
-int planIndex = 0;
+int planIndex = -1;
 string Describe(EpochMetrics m)
 {
-    var plan = plans[Math.Min(planIndex, plans.Count - 1)];
-    if (m.Epoch == plan.Epochs) planIndex++; // the next epoch belongs to the next network
+    if (m.Epoch == 1) planIndex++; // a new network starts (early stopping may end one before its last epoch)
+    var plan = plans[Math.Clamp(planIndex, 0, plans.Count - 1)];
     return $"{plan.Name} epoch {m.Epoch}/{plan.Epochs}  loss {m.TrainLoss:F3}" + (m.ValAccuracy is double a ? $"  val acc {a:P1}" : "")
         + (m.LearningRate is double lr && plan.Schedule != MlNetGuide.Estimators.LearningRateSchedule.Constant ? $"  lr {lr:G3}" : "");
 }
@@ -65,10 +65,10 @@ else
     report = DigitsJob.Run(settings, m => Console.WriteLine(Describe(m)), Console.WriteLine);
 }
 
-var table = new Table().AddColumns("", "accuracy", "macro accuracy", "log-loss", "train seconds", "val ≥ 98 % after");
+var table = new Table().AddColumns("", "accuracy", "macro accuracy", "log-loss", "train seconds", "epochs (kept)");
 foreach (var n in report.Networks)
     table.AddRow(plans.Single(p => p.Name == n.Name).Title, P(n.Accuracy), P(n.MacroAccuracy), F(n.LogLoss), F(n.TrainSeconds),
-        n.Val98Epoch is int e ? $"epoch {e} ({n.Val98Seconds:F1} s)" : "-");
+        n.BestEpoch is int kept ? $"{n.EpochsRun} ({kept})" : $"{n.EpochsRun}");
 table.AddRow("ML.NET LbfgsMaximumEntropy", P(report.Baseline.Accuracy), P(report.Baseline.MacroAccuracy), F(report.Baseline.LogLoss), F(report.Baseline.TrainSeconds), "-");
 AnsiConsole.Write(table);
 Console.WriteLine($"Scoring: {report.ScoringRowsPerSecond:N0} rows/s through Transform. Reloaded model identical: {report.ReloadIdentical}.");
