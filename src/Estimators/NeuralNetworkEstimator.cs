@@ -102,7 +102,22 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
     /// training rows; leave <see cref="NeuralNetworkOptions.ValidationFraction"/> at 0 when passing them.
     /// </summary>
     /// <exception cref="SchemaMismatchException">A column is missing, mistyped, holds an unusable value, or the two data views disagree.</exception>
-    public NeuralNetworkTransformer Fit(IDataView trainData, IDataView? validationData)
+    public NeuralNetworkTransformer Fit(IDataView trainData, IDataView? validationData) => Fit(trainData, validationData, initialModel: null);
+
+    /// <summary>
+    /// Warm start: continues training <paramref name="initialModel"/> (a fitted or loaded network of the same
+    /// architecture, features and outputs) on <paramref name="trainData"/>, as ML.NET's trainers accept their previous
+    /// model parameters in <c>Fit</c>. The new transformer starts from a copy of its weights; <paramref name="initialModel"/>
+    /// is left as it was. The init scheme is not applied. For a model loaded from a zip, take the network out of the
+    /// chain <c>NeuralModel.Load</c> returns (<c>chain.OfType&lt;NeuralNetworkTransformer&gt;().Single()</c>).
+    /// </summary>
+    public NeuralNetworkTransformer Fit(IDataView trainData, NeuralNetworkTransformer initialModel, IDataView? validationData = null)
+    {
+        ArgumentNullException.ThrowIfNull(initialModel);
+        return Fit(trainData, validationData, initialModel);
+    }
+
+    private NeuralNetworkTransformer Fit(IDataView trainData, IDataView? validationData, NeuralNetworkTransformer? initialModel)
     {
         ArgumentNullException.ThrowIfNull(trainData);
         var input = trainData;
@@ -144,14 +159,17 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         {
             if (!trainable.Net.IsFullyInitialized())
                 using (var dry = zeros(1, source.FeatureCount)) trainable.Net.ApplyInit(dry);
-            o.Init?.WithSeed(seed).Apply(trainable.Net);
+            if (initialModel is null)
+                o.Init?.WithSeed(seed).Apply(trainable.Net);
+            else
+                WarmStart(trainable.Net, initialModel, o, source.FeatureCount, outputs);
             trainable.OptimizerFactory = o.Optimizer switch
             {
                 OptimizerKind.Adam => (ps, lr) => new Adam(ps, lr, weightDecay: o.WeightDecay),
                 OptimizerKind.AdamW => (ps, lr) => new AdamW(ps, lr, weightDecay: o.WeightDecay),
                 _ => (ps, lr) => new Sgd(ps, lr, momentum: o.Momentum, weightDecay: o.WeightDecay),
             };
-            trainable.SchedulerFactory = Schedule(o);
+            trainable.SchedulerFactory = Schedule(o, (int)Math.Ceiling(source.TrainBatches / (double)o.GradientAccumulationSteps));
             int epoch = 0;
             // Validation rows: given (in memory, or streamed in order every epoch), or split off the training data.
             var memoryVal = valSource is null ? source.MemoryVal : valSource.MemoryTrain;
@@ -181,6 +199,18 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         }
     }
 
+    private static void WarmStart(nn.Module net, NeuralNetworkTransformer initial, NeuralNetworkOptions o, int features, int outputs)
+    {
+        var (a, b) = (initial.Architecture, o.Architecture);
+        if (a.Name != b.Name || !a.HiddenWidths.SequenceEqual(b.HiddenWidths))
+            throw new ArgumentException($"The initial model is {a}; these options train {b}. Warm start needs the same architecture.", nameof(initial));
+        if (initial.Task != o.Task || initial.FeatureCount != features || initial.OutputCount != outputs)
+            throw new SchemaMismatchException(o.FeatureColumnName,
+                $"the initial model's {initial.Task} with {initial.FeatureCount} features and {initial.OutputCount} outputs",
+                $"{o.Task} with {features} features and {outputs} outputs in this data");
+        StateDict.Load(net, StateDict.Get(initial.Scorer.Module)); // copies: the initial model keeps its own weights
+    }
+
     /// <summary>Batches of in-memory rows in order (views; the rows stay owned by their source).</summary>
     private static IEnumerable<Batch> TensorBatches(Tensor[] rows, int batchSize)
     {
@@ -192,14 +222,30 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         }
     }
 
-    private static Func<optim.Optimizer, int, optim.lr_scheduler.LRScheduler>? Schedule(NeuralNetworkOptions o) => o.Schedule switch
+    /// <summary>
+    /// The learning-rate schedule as a TorchSharp scheduler over <c>steps</c> optimizer steps. One-cycle is TorchSharp's
+    /// <c>OneCycleLR</c> (it warms up itself and cycles momentum); the others are a factor of the base rate through
+    /// <c>LambdaLR</c>, so a linear warm-up over the first <see cref="NeuralNetworkOptions.WarmupEpochs"/> composes with
+    /// each: factor(t) = warm-up(t) · schedule(t), warm-up(t) = min(1, (t + 1) / warm-up steps).
+    /// </summary>
+    private static Func<optim.Optimizer, int, optim.lr_scheduler.LRScheduler>? Schedule(NeuralNetworkOptions o, int stepsPerEpoch)
     {
-        LearningRateSchedule.Cosine => (opt, steps) => optim.lr_scheduler.CosineAnnealingLR(opt, steps),
-        LearningRateSchedule.OneCycle => (opt, steps) => optim.lr_scheduler.OneCycleLR(opt, o.LearningRate, total_steps: steps,
-            cycle_momentum: o.Optimizer != OptimizerKind.Sgd || o.Momentum > 0), // plain SGD has no momentum to cycle
-        LearningRateSchedule.Step => (opt, steps) => optim.lr_scheduler.StepLR(opt, Math.Max(1, steps / 3), 0.1),
-        _ => null,
-    };
+        if (o.Schedule == LearningRateSchedule.OneCycle)
+            return (opt, steps) => optim.lr_scheduler.OneCycleLR(opt, o.LearningRate, total_steps: steps,
+                cycle_momentum: o.Optimizer != OptimizerKind.Sgd || o.Momentum > 0); // plain SGD has no momentum to cycle
+        if (o.Schedule == LearningRateSchedule.Constant && o.WarmupEpochs == 0) return null;
+        int warmup = o.WarmupEpochs * stepsPerEpoch;
+        return (opt, steps) => optim.lr_scheduler.LambdaLR(opt, t =>
+        {
+            double factor = o.Schedule switch
+            {
+                LearningRateSchedule.Cosine => 0.5 * (1 + Math.Cos(Math.PI * t / steps)),
+                LearningRateSchedule.Step => Math.Pow(0.1, t / Math.Max(1, steps / 3)),
+                _ => 1,
+            };
+            return warmup > 0 && t < warmup ? factor * (t + 1) / warmup : factor;
+        });
+    }
 
     private static TrainableModule Wrap(NeuralNetworkOptions o, Func<nn.Module<Tensor, Tensor>> factory) => o.Task switch
     {

@@ -101,6 +101,12 @@ public abstract class NeuralNetworkOptions
     public LearningRateSchedule Schedule { get; set; } = LearningRateSchedule.Constant;
 
     /// <summary>
+    /// Epochs of linear warm-up: the rate rises from rate/steps to the rate over them, then follows <see cref="Schedule"/>
+    /// (not with <see cref="LearningRateSchedule.OneCycle"/>, which warms up itself). Default 0.
+    /// </summary>
+    public int WarmupEpochs { get; set; }
+
+    /// <summary>
     /// Stop when a validation metric stops improving and keep the best epoch's weights, e.g.
     /// <c>new EarlyStopping("val_loss", Patience: 3)</c> (needs <see cref="ValidationFraction"/> &gt; 0 for val_* metrics).
     /// The transformer's <see cref="NeuralNetworkTransformer.History"/> says which epoch was kept. Default null (off).
@@ -175,6 +181,10 @@ public abstract class NeuralNetworkOptions
         if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay))
             throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "Must be a finite number >= 0.");
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(GradientAccumulationSteps, nameof(GradientAccumulationSteps));
+        if (WarmupEpochs < 0 || WarmupEpochs >= Epochs)
+            throw new ArgumentOutOfRangeException(nameof(WarmupEpochs), WarmupEpochs, $"Must be in [0, Epochs) = [0, {Epochs}).");
+        if (WarmupEpochs > 0 && Schedule == LearningRateSchedule.OneCycle)
+            throw new ArgumentException("OneCycle warms up by itself (its first 30 % of steps); leave WarmupEpochs at 0.", nameof(WarmupEpochs));
         if (EarlyStopping is { } stop)
         {
             stop.Validate();

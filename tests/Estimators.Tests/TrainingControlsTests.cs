@@ -86,6 +86,61 @@ public class TrainingControlsTests
     }
 
     [Fact]
+    public void AWarmUpRisesLinearlyThenTheScheduleTakesOver()
+    {
+        var ml = new MLContext(seed: 3);
+        var data = ml.Data.LoadFromEnumerable(Synthetic.Rows(64, seed: 4));
+        using var model = ml.Regression.Trainers.NeuralNetwork(new RegressionNeuralNetworkOptions
+        {
+            LabelColumnName = nameof(TabularRow.Value), Architecture = NetworkArchitecture.Mlp(8), Epochs = 4, BatchSize = 16,
+            LearningRate = 0.1, Schedule = LearningRateSchedule.Step, WarmupEpochs = 1,
+        }).Fit(data);
+        // 4 steps per epoch, 16 in all; warm-up over steps 0-3 (factor (t + 1) / 4), then 0.1^(t / 5) from the step schedule.
+        var expected = new[] { 0.1 * 1 / 4, 0.1 * Math.Pow(0.1, 4 / 5), 0.1 * Math.Pow(0.1, 8 / 5), 0.1 * Math.Pow(0.1, 12 / 5) };
+        var actual = model.History!.Epochs.Select(e => e.LearningRate!.Value).ToArray();
+        for (int i = 0; i < 4; i++) Assert.Equal(expected[i], actual[i], 9);
+    }
+
+    [Fact]
+    public void WarmStartContinuesFromTheGivenWeightsAlsoAfterAReload()
+    {
+        var ml = new MLContext(seed: 5);
+        var data = ml.Data.LoadFromEnumerable(Synthetic.Rows(200, seed: 8));
+        RegressionNeuralNetworkOptions Options(double lr) => new()
+        {
+            LabelColumnName = nameof(TabularRow.Value), Architecture = NetworkArchitecture.Mlp(16), Epochs = 2, BatchSize = 20, LearningRate = lr,
+        };
+        using var first = ml.Regression.Trainers.NeuralNetwork(Options(0.05)).Fit(data);
+        float[] Scores(ITransformer m) => m.Transform(data).GetColumn<float>("Score").ToArray();
+        var before = Scores(first);
+
+        // A tiny rate moves nothing visible: a warm start scores like the model it started from, a cold start does not.
+        using (var warm = ml.Regression.Trainers.NeuralNetwork(Options(1e-9)).Fit(data, first))
+            Assert.All(before.Zip(Scores(warm)), p => Assert.Equal(p.First, p.Second, 4));
+        using (var cold = ml.Regression.Trainers.NeuralNetwork(Options(1e-9)).Fit(data))
+            Assert.True(before.Zip(Scores(cold)).Max(p => Math.Abs(p.First - p.Second)) > 0.1);
+
+        // Training on continues where it left off: its first epoch's loss is below the first fit's first epoch.
+        using var continued = ml.Regression.Trainers.NeuralNetwork(Options(0.05)).Fit(data, first);
+        Assert.True(continued.History!.Epochs[0].TrainLoss < first.History!.Epochs[0].TrainLoss);
+        Assert.Equal(before, Scores(first)); // the initial model is untouched
+
+        // From a model zip: NeuralModel.Load gives the network back to continue from.
+        var path = Path.Combine(Path.GetTempPath(), $"warm-{Guid.NewGuid():N}.zip");
+        ml.Model.Save(first, data.Schema, path);
+        var loaded = NeuralModel.Load(ml, path, out _);
+        File.Delete(path);
+        var network = NeuralModel.Flatten(loaded).OfType<NeuralNetworkTransformer>().Single();
+        using (var fromZip = ml.Regression.Trainers.NeuralNetwork(Options(1e-9)).Fit(data, network))
+            Assert.All(before.Zip(Scores(fromZip)), p => Assert.Equal(p.First, p.Second, 4));
+        network.Dispose();
+
+        var ex = Assert.Throws<ArgumentException>(() => ml.Regression.Trainers.NeuralNetwork(new RegressionNeuralNetworkOptions
+            { LabelColumnName = nameof(TabularRow.Value), Architecture = NetworkArchitecture.Mlp(32) }).Fit(data, first));
+        Assert.Contains("same architecture", ex.Message);
+    }
+
+    [Fact]
     public void CrossValidateRunsOurEstimatorInEveryFold()
     {
         var ml = new MLContext(seed: 1);
