@@ -17,6 +17,19 @@ public abstract class DataModule
 
     /// <summary>The validation loader, or null for none.</summary>
     public virtual IDataLoader? ValDataLoader() => null;
+
+    /// <summary>
+    /// The state of the module's random generators (its shuffle), for checkpoints: training resumed from a checkpoint
+    /// then draws the same batches as training that never stopped. Empty for a module without randomness.
+    /// </summary>
+    public virtual byte[] SaveRandomState() => [];
+
+    /// <summary>Restores what <see cref="SaveRandomState"/> returned.</summary>
+    public virtual void LoadRandomState(byte[] state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        if (state.Length != 0) throw new ArgumentException($"{GetType().Name} has no random state, but the checkpoint holds {state.Length} bytes of it.", nameof(state));
+    }
 }
 
 /// <summary>
@@ -58,6 +71,24 @@ public sealed class TensorDataModule : DataModule, IDisposable
 
     /// <inheritdoc />
     public override IDataLoader? ValDataLoader() => _val is null ? null : new Loader(_val, BatchSize, null);
+
+    /// <inheritdoc />
+    public override byte[] SaveRandomState()
+    {
+        using var state = _generator.get_state();
+        return state.bytes.ToArray();
+    }
+
+    /// <inheritdoc />
+    public override void LoadRandomState(byte[] state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        using var current = _generator.get_state();
+        if (state.Length != current.bytes.Length)
+            throw new ArgumentException($"The checkpoint's shuffle state has {state.Length} bytes; this generator's has {current.bytes.Length}.", nameof(state));
+        using var restored = tensor(state, dtype: ScalarType.Byte);
+        _generator.set_state(restored);
+    }
 
     /// <summary>Splits (X, y) into a training and a validation module, holding out <paramref name="valFraction"/> of the rows (seeded).</summary>
     public static TensorDataModule Split(Tensor x, Tensor y, double valFraction, int batchSize, long seed = 0)

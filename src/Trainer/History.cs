@@ -16,7 +16,7 @@ public sealed record EpochMetrics(int Epoch, IReadOnlyDictionary<string, double>
     public double? LearningRate => Values.TryGetValue("lr", out var v) && !double.IsNaN(v) ? v : null;
 }
 
-/// <summary>What <see cref="Trainer.Fit"/> returns: one <see cref="EpochMetrics"/> per completed epoch.</summary>
+/// <summary>What <see cref="Trainer.Fit(TrainableModule, DataModule, CancellationToken)"/> returns: one <see cref="EpochMetrics"/> per completed epoch.</summary>
 public sealed class History
 {
     private readonly List<EpochMetrics> _epochs = [];

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace MlNetGuide.Training;
 
 /// <summary>
-/// d2l's Trainer: <see cref="PrepareData"/>, <see cref="PrepareModel"/>, <see cref="PrepareBatch"/>, <see cref="Fit"/>,
+/// d2l's Trainer: <see cref="PrepareData"/>, <see cref="PrepareModel"/>, <see cref="PrepareBatch"/>, <see cref="Fit(TrainableModule, DataModule, CancellationToken)"/>,
 /// <see cref="FitEpoch"/>, <see cref="ClipGradients"/> — with the model and every batch moved to the first GPU when
 /// <c>numGpus</c> &gt; 0, and data-parallel training over several devices.
 /// </summary>
@@ -54,7 +54,7 @@ public sealed class Trainer : IDisposable
         return Enumerable.Range(0, Math.Min(numGpus, available)).Select(Devices.Gpu).ToList();
     }
 
-    /// <summary>Epochs <see cref="Fit"/> runs (fewer when <see cref="EarlyStopping"/> stops it).</summary>
+    /// <summary>Epochs <see cref="Fit(TrainableModule, DataModule, CancellationToken)"/> runs (fewer when <see cref="EarlyStopping"/> stops it).</summary>
     public int MaxEpochs { get; }
 
     /// <summary>Stop when a validation metric stops improving, and restore the best epoch's weights; null: run every epoch.</summary>
@@ -81,6 +81,25 @@ public sealed class Trainer : IDisposable
     }
 
     private readonly int _accumulate = 1;
+
+    /// <summary>
+    /// Where to write a checkpoint (see <see cref="Checkpoint"/>: weights, optimizer and scheduler state, epoch, random
+    /// state, history) every <see cref="CheckpointEvery"/> epochs, atomically; null: none. Resume with
+    /// <see cref="Fit(TrainableModule, DataModule, string, CancellationToken)"/>.
+    /// </summary>
+    public string? CheckpointPath { get; init; }
+
+    /// <summary>Epochs between checkpoints (with <see cref="CheckpointPath"/>). Default 1.</summary>
+    public int CheckpointEvery
+    {
+        get => _checkpointEvery;
+        init => _checkpointEvery = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), value, "must be at least 1");
+    }
+
+    private readonly int _checkpointEvery = 1;
+
+    /// <summary>Scheduler steps taken since Fit began (what a checkpoint replays on resume).</summary>
+    public int SchedulerSteps { get; private set; }
 
     /// <summary>The devices in use (d2l's <c>self.gpus</c>); empty means the CPU.</summary>
     public IReadOnlyList<Device> Gpus { get; }
@@ -121,7 +140,7 @@ public sealed class Trainer : IDisposable
     /// <summary>The model set by <see cref="PrepareModel"/>.</summary>
     public TrainableModule? Model { get; private set; }
 
-    /// <summary>The optimizer created by <see cref="Fit"/>; disposed with the trainer.</summary>
+    /// <summary>The optimizer created by <see cref="Fit(TrainableModule, DataModule, CancellationToken)"/>; disposed with the trainer.</summary>
     public optim.Optimizer? Optim { get; private set; }
 
     /// <summary>The learning-rate scheduler <see cref="TrainableModule.ConfigureScheduler"/> made, stepped after every optimizer step; or null.</summary>
@@ -179,12 +198,30 @@ public sealed class Trainer : IDisposable
     /// <exception cref="LazyModuleNotInitializedException">The model still has lazy layers: run a dry run (ApplyInit) first.</exception>
     /// <exception cref="NonFiniteLossException">A training loss was NaN or infinite.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (between batches).</exception>
-    public History Fit(TrainableModule model, DataModule data, CancellationToken cancellationToken = default)
+    public History Fit(TrainableModule model, DataModule data, CancellationToken cancellationToken = default) =>
+        Fit(model, data, resumeFrom: null, cancellationToken);
+
+    /// <summary>
+    /// Resumes training from a checkpoint written by a trainer with <see cref="CheckpointPath"/>: the model, optimizer,
+    /// scheduler, data shuffle and global random state continue where the checkpoint left them, and training runs on to
+    /// <see cref="MaxEpochs"/>. On CPU the final weights are bit-identical to training that never stopped. The model,
+    /// data and factories must be built as they were for the interrupted run.
+    /// </summary>
+    /// <exception cref="ModelFormatException">The file is not a readable checkpoint, or its weights do not fit the model.</exception>
+    public History Fit(TrainableModule model, DataModule data, string? resumeFrom, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
         PrepareData(data);
         PrepareModel(model);
+        Checkpoint.Header? resume = null;
+        byte[] optimizerState = [], dataRng = [], globalRng = [];
+        if (resumeFrom is not null)
+        {
+            resume = Checkpoint.Read(resumeFrom, model, out optimizerState, out dataRng, out globalRng);
+            if (resume.Epoch > MaxEpochs)
+                throw new ArgumentException($"{resumeFrom} is from epoch {resume.Epoch}, past this trainer's {MaxEpochs} epochs.", nameof(resumeFrom));
+        }
         model.EnsureInitialized();
         EnsureModelOnDevice(model); // once: PrepareBatch then puts every batch on the same device
         Optim?.Dispose();
@@ -196,13 +233,24 @@ public sealed class Trainer : IDisposable
         Epoch = 0;
         TrainBatchIdx = 0;
         ValBatchIdx = 0;
+        SchedulerSteps = 0;
         var history = new History();
+        if (resume is not null)
+        {
+            // Replay the scheduler first: chainable schedulers (StepLR, …) derive each rate from the previous one, starting
+            // from the initial rate; then the optimizer's saved state sets rates, momenta and buffers as the run left them.
+            for (int i = 0; i < resume.SchedulerSteps; i++) Scheduler?.step();
+            Checkpoint.Restore(resume, Optim, data, optimizerState, dataRng, globalRng, resumeFrom!);
+            (Epoch, TrainBatchIdx, ValBatchIdx, SchedulerSteps) = (resume.Epoch, resume.TrainBatchIdx, resume.ValBatchIdx, resume.SchedulerSteps);
+            foreach (var e in resume.History) history.Add(new EpochMetrics(e.Epoch, e.Values, TimeSpan.FromSeconds(e.Seconds)));
+            Log?.Invoke($"resumed from {resumeFrom} after epoch {resume.Epoch}.");
+        }
         _stepLosses?.Dispose();
         _stepLosses = zeros(new long[] { NumTrainBatches }, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();
         var best = new BestEpoch(EarlyStopping);
         try
         {
-            for (Epoch = 0; Epoch < MaxEpochs; Epoch++)
+            for (; Epoch < MaxEpochs; Epoch++)
             {
                 var watch = Stopwatch.StartNew();
                 FitEpoch(cancellationToken);
@@ -212,6 +260,8 @@ public sealed class Trainer : IDisposable
                 history.Add(metrics);
                 Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
                 EpochCompleted?.Invoke(metrics);
+                if (CheckpointPath is not null && (Epoch + 1) % CheckpointEvery == 0)
+                    Checkpoint.Write(CheckpointPath, this, model, data, history);
                 if (best.Observe(metrics, model))
                 {
                     Log?.Invoke($"early stopping after epoch {metrics.Epoch}: {EarlyStopping!.Monitor} has not improved for {EarlyStopping.Patience} epoch(s) since epoch {best.Epoch}.");
@@ -322,7 +372,11 @@ public sealed class Trainer : IDisposable
                 {
                     if (GradientClipVal > 0) ClipGradients(GradientClipVal, model);
                     optimizer.step();
-                    Scheduler?.step();
+                    if (Scheduler is not null)
+                    {
+                        Scheduler.step();
+                        SchedulerSteps++;
+                    }
                     if (_replicas.Count > 0) Broadcast();
                     inWindow = 0;
                 }

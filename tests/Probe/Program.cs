@@ -11,6 +11,10 @@ using static TorchSharp.torch;
 //   probe slow-save <path> <megabytes>    save a large tensor dictionary atomically (a test kills it midway)
 //   probe gc-stress <steps> <sgd|adam|torch-sgd|torch-adam>
 //                                         train through the Trainer while another thread forces GCs non-stop
+//   probe checkpoint-train <path> <pauseAt>   6 epochs with a checkpoint after each; after printing "epoch <pauseAt>"
+//                                         it waits for a line on stdin (a test kills it there); 0: never pauses
+//   probe checkpoint-resume <path>        resumes from the checkpoint and trains to epoch 6
+//                                         both print "weights <digest>" at the end
 //   probe load-untrusted <model|tensors|state-dict> <path>
 //                                         load a (crafted) file; print "loaded" or "refused <type>: <message>",
 //                                         then "vmhwm <kB>" (the process's peak resident memory)
@@ -20,6 +24,8 @@ return args switch
     ["train-digest", var seed] => TrainDigest(int.Parse(seed, CultureInfo.InvariantCulture)),
     ["mlp-forward", var path] => MlpForward(path),
     ["load-untrusted", var kind, var path] => LoadUntrusted(kind, path),
+    ["checkpoint-train", var path, var pauseAt] => CheckpointTrain(path, int.Parse(pauseAt, CultureInfo.InvariantCulture), resume: false),
+    ["checkpoint-resume", var path] => CheckpointTrain(path, 0, resume: true),
     ["slow-save", var path, var mb] => SlowSave(path, int.Parse(mb, CultureInfo.InvariantCulture)),
     _ => Usage(),
 };
@@ -60,6 +66,36 @@ static int LoadUntrusted(string kind, string path)
     }
     var hwm = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
     Console.WriteLine($"vmhwm {hwm.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]}");
+    return 0;
+}
+
+// Momentum SGD, a step schedule, dropout (the global generator) and a shuffled data module: every kind of state a
+// checkpoint must carry for a resumed run to end with the same weights as one that never stopped.
+static int CheckpointTrain(string path, int pauseAt, bool resume)
+{
+    using var g = new Generator(21);
+    using var x = randn(new long[] { 256, 10 }, generator: g);
+    using var y = randint(4, new long[] { 256 }, generator: g);
+    using var data = MlNetGuide.Training.TensorDataModule.Split(x, y, 0.2, 16, seed: 3);
+    manual_seed(5);
+    using var model = new MlNetGuide.Training.Classifier(
+        torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(32, 4)), lr: 0.1)
+    {
+        OptimizerFactory = (ps, lr) => new MlNetGuide.Training.Sgd(ps, lr, momentum: 0.9),
+        SchedulerFactory = (opt, steps) => torch.optim.lr_scheduler.StepLR(opt, step_size: steps / 3, gamma: 0.5),
+    };
+    model.Net.ApplyInit(new InitScheme(Initializer.XavierUniform(), Initializer.Zeros, Seed: 8));
+    using var trainer = new MlNetGuide.Training.Trainer(6) { CheckpointPath = path };
+    trainer.EpochCompleted += m =>
+    {
+        Console.WriteLine($"epoch {m.Epoch}");
+        Console.Out.Flush();
+        if (m.Epoch == pauseAt) Console.ReadLine(); // the test kills the process here, after checkpoint {pauseAt - 1}
+    };
+    var history = resume ? trainer.Fit(model, data, path) : trainer.Fit(model, data);
+    using var stream = new MemoryStream();
+    StateDict.Save(model, stream);
+    Console.WriteLine($"weights {Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(stream.ToArray()))[..16]} epochs {history.Epochs.Count}");
     return 0;
 }
 

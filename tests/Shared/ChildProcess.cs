@@ -16,7 +16,8 @@ internal static class ChildProcess
 
     public static Process StartProbe(params string[] args)
     {
-        var psi = new ProcessStartInfo(DotnetHost) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // Standard input is a pipe the test holds: a probe that waits for a line waits until the test writes or kills it.
+        var psi = new ProcessStartInfo(DotnetHost) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(ProbePath);
         foreach (var a in args) psi.ArgumentList.Add(a);
         return Process.Start(psi) ?? throw new InvalidOperationException("could not start the probe");

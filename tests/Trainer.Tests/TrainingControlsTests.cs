@@ -113,3 +113,50 @@ public class TrainingControlsTests
         y.Dispose();
     }
 }
+
+/// <summary>Checkpoints: training resumed from one ends with the weights of training that never stopped.</summary>
+public sealed class CheckpointTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mlnetguide-ckpt-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static string Weights(string output) =>
+        output.Split('\n').Select(l => l.Trim()).Single(l => l.StartsWith("weights ", StringComparison.Ordinal));
+
+    [Fact]
+    public void SixEpochsEqualThreeThenAKillThenThreeResumedBitForBit()
+    {
+        var straight = Weights(MlNetGuide.Tests.Shared.ChildProcess.RunProbe("checkpoint-train", Path.Combine(_dir, "straight.ckpt"), "0"));
+        Assert.EndsWith("epochs 6", straight);
+
+        // A child that is killed (SIGKILL) while epoch 4 is done but not yet checkpointed: its last checkpoint is epoch 3's.
+        var path = Path.Combine(_dir, "killed.ckpt");
+        using (var child = MlNetGuide.Tests.Shared.ChildProcess.StartProbe("checkpoint-train", path, "4"))
+        {
+            string? line;
+            while ((line = child.StandardOutput.ReadLine()) != "epoch 4")
+                if (line is null) Assert.Fail("the child ended before epoch 4: " + child.StandardError.ReadToEnd());
+            child.Kill(); // SIGKILL
+            child.WaitForExit();
+        }
+        var resumed = MlNetGuide.Tests.Shared.ChildProcess.RunProbe("checkpoint-resume", path);
+        Assert.Contains("epoch 4", resumed); // it resumed after epoch 3: epochs 4, 5 and 6 ran again
+        Assert.DoesNotContain("epoch 3", resumed);
+        Assert.Equal(straight, Weights(resumed));
+    }
+
+    [Fact]
+    public void AForeignFileIsRefusedAsACheckpoint()
+    {
+        var path = Path.Combine(_dir, "not-a-checkpoint.zip");
+        File.WriteAllText(path, "hello");
+        using var model = new Regressor(nn.Linear(2, 1));
+        using var x = randn(8, 2);
+        using var y = randn(8, 1);
+        using var data = new TensorDataModule([x, y], 4);
+        using var trainer = new Trainer(2);
+        Assert.Throws<MlNetGuide.Modules.ModelFormatException>(() => trainer.Fit(model, data, path));
+        Assert.Throws<FileNotFoundException>(() => trainer.Fit(model, data, Path.Combine(_dir, "missing.ckpt")));
+    }
+}
