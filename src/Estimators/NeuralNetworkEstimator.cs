@@ -93,7 +93,11 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
 
     /// <summary>Validates the data, builds and initializes the network, and trains it.</summary>
     /// <exception cref="SchemaMismatchException">A column is missing, mistyped, or holds an unusable value.</exception>
-    public NeuralNetworkTransformer Fit(IDataView input) => Fit(input, validationData: null);
+    public NeuralNetworkTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return Fit(input, validationData: null);
+    }
 
     /// <summary>
     /// Trains on <paramref name="trainData"/> and reports validation loss (and accuracy for classifiers) on

@@ -84,4 +84,23 @@ public sealed class SealTests : IDisposable
         EditHeader(path, h => h["a"]!["shape"] = new JsonArray(2, 2));
         Assert.Throws<ModelFormatException>(() => TensorIO.LoadDict(path));
     }
+
+    [Theory]
+    [InlineData(TensorFileFormat.TorchSharp)]
+    [InlineData(TensorFileFormat.PyTorch)]
+    [InlineData(TensorFileFormat.Safetensors)]
+    public void ALegitimateHundredMegabyteModelLoadsWithTheDefaultLimits(TensorFileFormat format)
+    {
+        // Linear(5000, 5000): 25,005,000 floats, 100 MB — over the 64 MiB floor, under 8 × its own file length.
+        var path = Path.Combine(_dir, "big." + format);
+        using var net = nn.Linear(5000, 5000);
+        StateDict.Save(net, path, format);
+        Assert.True(new FileInfo(path).Length > 90_000_000); // PyBridge deflates its zip entries: random weights shrink a little
+        using var clone = nn.Linear(5000, 5000);
+        StateDict.Load(clone, path);
+        Assert.True(clone.weight.equal(net.weight).all().item<bool>());
+        // And a budget below its size refuses it, naming the budget.
+        var ex = Assert.Throws<ModelFormatException>(() => StateDict.Load(clone, path, limits: new LoadLimits { MaxLoadBytes = 50_000_000 }));
+        Assert.Contains("budget", ex.Message);
+    }
 }
