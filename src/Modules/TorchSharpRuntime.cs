@@ -41,6 +41,34 @@ public static class TorchSharpRuntime
         s_loaded = true;
     }
 
+    /// <summary>
+    /// For hosts that are not the app whose output holds TorchSharp — a notebook kernel, a script runner: loads
+    /// TorchSharp's native library from <paramref name="outputFolder"/>, a build output with <c>runtimes/&lt;rid&gt;/native</c>
+    /// (e.g. the notebooks' <c>bin/Release/net10.0</c>), then checks as <see cref="EnsureLoaded"/> does. Call it once,
+    /// before the first tensor. Once TorchSharp is loaded in this process it only checks that the folder holds the library.
+    /// </summary>
+    /// <exception cref="TorchSharpLoadException">The library is not in that folder, or cannot be loaded.</exception>
+    public static void LoadFrom(string outputFolder)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(outputFolder);
+        var (rid, file) = OperatingSystem.IsWindows() ? ("win-x64", "LibTorchSharp.dll")
+            : OperatingSystem.IsMacOS() ? ("osx-arm64", "libLibTorchSharp.dylib")
+            : (RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? "linux-arm64" : "linux-x64", LinuxLibrary);
+        var path = Path.GetFullPath(Path.Combine(outputFolder, "runtimes", rid, "native", file));
+        if (!File.Exists(path))
+            throw new TorchSharpLoadException(
+                $"TorchSharp's native library is not at {path}: build the project whose output folder that is first " +
+                $"(for the notebooks: dotnet build notebooks -c Release). Current directory: {Environment.CurrentDirectory}.");
+        if (s_loaded) return;
+        if (OperatingSystem.IsLinux() && TryDlopen(path) is { } loaderError) // the loader's message, explained
+        {
+            var f = Explain(loaderError, path, inner: null);
+            throw new TorchSharpLoadException(f.Message, f.MissingGlibcxx, f.Inner);
+        }
+        if (!OperatingSystem.IsLinux()) NativeLibrary.Load(path);
+        EnsureLoaded(); // TorchSharp now finds the library loaded under its name
+    }
+
     /// <summary>For module constructors: <c>: base(TorchSharpRuntime.Checked(nameof(X)))</c> runs the check before TorchSharp's constructor.</summary>
     internal static string Checked(string moduleName)
     {
