@@ -53,13 +53,23 @@ public sealed record NotebookRun(string Name, IReadOnlyList<(int Index, string S
 /// Notebooks — and reads or rewrites the outputs saved in it.
 /// </summary>
 /// <remarks>
-/// A reader's first cell references the library built in the clone (<c>#r "../src/Plots/bin/Release/..."</c>). Here the
-/// kernel is given this test's own output folder instead (the same assemblies, built by this test run), so those
-/// <c>#r</c> lines, and only those, are dropped before the cell is submitted.
+/// A reader's first cell references the library built in the clone (<c>#r "bin/Release/net10.0/..."</c>, after
+/// <c>dotnet build notebooks -c Release</c>) and loads TorchSharp's native library from there. Here the kernel is given
+/// this test's own output folder instead (the same assemblies, built by this test run; TorchSharp's native library is
+/// already this process's), so the lines that name the reader's build folder, and only those, are dropped before the
+/// cell is submitted. <see cref="NotebookTests"/> checks that the files they name exist.
 /// </remarks>
 public static class NotebookRunner
 {
-    private static readonly Regex RepoReference = new(@"^\s*#r\s+""\.\./src/[^""]*""\s*$", RegexOptions.Multiline);
+    /// <summary>The reader's build folder, as the notebooks name it (relative to notebooks/).</summary>
+    public const string ReaderBuild = "bin/Release/net10.0";
+
+    /// <summary>A line that loads something from the reader's build (a <c>#r</c>, or <c>TorchSharpRuntime.LoadFrom</c>).</summary>
+    private static readonly Regex ReaderBuildLine = new(@"^.*""" + ReaderBuild + @"[/""].*$", RegexOptions.Multiline);
+
+    /// <summary>The paths of a cell's <c>#r</c> lines.</summary>
+    public static IEnumerable<string> References(string source) =>
+        Regex.Matches(source, @"^\s*#r\s+""([^""]+)""", RegexOptions.Multiline).Select(m => m.Groups[1].Value);
 
     /// <summary>The assemblies a notebook's <c>#r</c> lines name, from this test's output folder.</summary>
     private static readonly string[] Assemblies =
@@ -91,7 +101,7 @@ public static class NotebookRunner
             foreach (var (index, cell) in CodeCells(notebook))
             {
                 var source = Source(cell);
-                var code = RepoReference.Replace(source, "// (test) reference from the test's output folder");
+                var code = ReaderBuildLine.Replace(source, "// (test) loaded from the test's output folder instead");
                 var result = await kernel.SendAsync(new SubmitCode(code));
                 cells.Add((index, source, Outputs(name, index, source, result.Events)));
             }

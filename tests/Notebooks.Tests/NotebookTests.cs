@@ -106,6 +106,21 @@ public class NotebookTests
     }
 
     [Fact]
+    public void TheReadersReferencesNameFilesOfTheNotebooksBuild()
+    {
+        // The test skips these lines (it runs on its own output folder); a reader runs them after `dotnet build notebooks`,
+        // which this test project's build has done too.
+        foreach (var path in Directory.GetFiles(Folder, "*.ipynb"))
+        {
+            var references = NotebookRunner.CodeCells(NotebookRunner.Read(path))
+                .SelectMany(c => NotebookRunner.References(NotebookRunner.Source(c.Cell))).ToList();
+            Assert.Contains($"{NotebookRunner.ReaderBuild}/MlNetGuide.Modules.dll", references);
+            foreach (var reference in references)
+                Assert.True(File.Exists(Path.Combine(Folder, reference)), $"{Path.GetFileName(path)}: #r \"{reference}\" names no file under notebooks/");
+        }
+    }
+
+    [Fact]
     public void EveryNotebookIsListedInTheIndexAndHasItsKeyValues()
     {
         var index = File.ReadAllText(Path.Combine(Folder, "index.ipynb"));
