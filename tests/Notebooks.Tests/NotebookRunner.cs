@@ -84,10 +84,13 @@ public static class NotebookRunner
         cell["source"] is JsonArray lines ? string.Concat(lines.Select(l => (string?)l)) : (string?)cell["source"] ?? "";
 
     /// <summary>
-    /// Runs every code cell in order, in the notebook's folder (relative paths resolve as for a reader), and throws
+    /// Runs every code cell in order, in a new kernel, in the notebook's folder (relative paths resolve as for a reader), and throws
     /// <see cref="NotebookCellException"/> at the first cell that fails to compile, throws, or reports an error diagnostic.
     /// </summary>
-    public static async Task<NotebookRun> RunAsync(string path)
+    /// <param name="path">The notebook.</param>
+    /// <param name="asReader">Run the cells as written, loading the library from the reader's build as they say
+    /// (tests/NotebookHost, a process without our assemblies); otherwise from this process's output folder.</param>
+    public static async Task<NotebookRun> RunAsync(string path, bool asReader = false)
     {
         var notebook = Read(path);
         var name = Path.GetFileName(path);
@@ -96,12 +99,12 @@ public static class NotebookRunner
         try
         {
             using var kernel = new CSharpKernel().UseKernelHelpers();
-            kernel.AddAssemblyReferences(Assemblies.Select(a => Path.Combine(AppContext.BaseDirectory, a)));
+            if (!asReader) kernel.AddAssemblyReferences(Assemblies.Select(a => Path.Combine(AppContext.BaseDirectory, a)));
             var cells = new List<(int, string, IReadOnlyList<CellOutput>)>();
             foreach (var (index, cell) in CodeCells(notebook))
             {
                 var source = Source(cell);
-                var code = ReaderBuildLine.Replace(source, "// (test) loaded from the test's output folder instead");
+                var code = asReader ? source : ReaderBuildLine.Replace(source, "// (test) loaded from the test's output folder instead");
                 var result = await kernel.SendAsync(new SubmitCode(code));
                 cells.Add((index, source, Outputs(name, index, source, result.Events)));
             }

@@ -105,6 +105,46 @@ public class NotebookTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Notebooks))]
+    public async Task NotebookRunsAsAReadersKernelRunsIt(string name)
+    {
+        // A child process with none of our assemblies runs the cells as written: the #r lines and
+        // TorchSharpRuntime.LoadFrom load the library from `dotnet build notebooks` (built by this project's build).
+        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;   // bin/<configuration>/net10.0
+        var host = Path.Combine(RepoData.Root, "tests", "NotebookHost", "bin", configuration, "net10.0", "MlNetGuide.NotebookHost.dll");
+        var copy = Path.Combine(Path.GetTempPath(), $"mlnetguide-reader-{Guid.NewGuid():N}-{name}");
+        var psi = new System.Diagnostics.ProcessStartInfo(
+            Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } dotnet && File.Exists(dotnet) ? dotnet : "dotnet")
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (var arg in new[] { host, Path.Combine(Folder, name), copy }) psi.ArgumentList.Add(arg);
+        try
+        {
+            using var process = System.Diagnostics.Process.Start(psi)!;
+            var stdout = process.StandardOutput.ReadToEndAsync();
+            var stderr = process.StandardError.ReadToEndAsync();
+            using (var hangGuard = new CancellationTokenSource(TimeSpan.FromMinutes(10)))
+                await process.WaitForExitAsync(hangGuard.Token);
+            Assert.True(process.ExitCode == 0, $"{name} failed in a reader's kernel (exit {process.ExitCode}):\n{await stderr}\n{await stdout}");
+
+            var saved = NotebookRunner.Read(Path.Combine(Folder, name));
+            var run = NotebookRunner.Read(copy);
+            foreach (var ((index, expected), (_, actual)) in NotebookRunner.CodeCells(saved).Zip(NotebookRunner.CodeCells(run)))
+            {
+                string Text(System.Text.Json.Nodes.JsonObject cell) =>
+                    NotebookRunner.Comparable(cell["outputs"]!.AsArray().Select(o => CellOutput.FromJson(o!)));
+                Assert.True(Text(expected) == Text(actual),
+                    $"{name}, cell {index}: a reader's kernel printed other than the saved output.\n--- saved ---\n{Text(expected)}--- reader ---\n{Text(actual)}");
+            }
+        }
+        finally
+        {
+            File.Delete(copy);
+        }
+    }
+
     [Fact]
     public void TheReadersReferencesNameFilesOfTheNotebooksBuild()
     {
