@@ -120,7 +120,7 @@ static void CustomLayers()
     var net = nn.Sequential(new LazyLinear(128), new CenteredLayer());
     Console.WriteLine($"mean of Sequential(LazyLinear(128), CenteredLayer())(rand(4, 8)) = {net.call(rand(4, 8)).mean().item<float>():E2}");
     var linear = new MyLinear(5, 3);
-    Console.WriteLine($"MyLinear(5, 3).weight: {Shape(linear.Weight)}; forward(rand(2, 5)) = {Values(linear.call(rand(2, 5)))}");
+    Console.WriteLine($"MyLinear(5, 3).weight: {Shape(linear.weight)}; forward(rand(2, 5)) = {Values(linear.call(rand(2, 5)))}");
     var mlp = nn.Sequential(new MyLinear(64, 8), new MyLinear(8, 1));
     Console.WriteLine($"Sequential(MyLinear(64, 8), MyLinear(8, 1))(rand(2, 64)) -> {Shape(mlp.call(rand(2, 64)))}");
 }

@@ -116,7 +116,7 @@ public static class ModuleSummary
         Linear lin => $"Linear(in_features={lin.in_features}, out_features={lin.out_features}, bias={lin.bias is not null})",
         Conv2d conv => $"Conv2d({conv.in_channels}, {conv.out_channels}, kernel_size={conv.kernel_size[0]}x{conv.kernel_size[1]})",
         LazyLinear lazy => lazy.ToString(),
-        MyLinear my => $"MyLinear(in_units={my.Weight.shape[0]}, units={my.Weight.shape[1]})",
+        MyLinear my => $"MyLinear(in_units={my.weight.shape[0]}, units={my.weight.shape[1]})",
         _ => $"{m.GetType().Name}()",
     };
 }

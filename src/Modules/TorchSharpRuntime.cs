@@ -41,6 +41,80 @@ public static class TorchSharpRuntime
         s_loaded = true;
     }
 
+    /// <summary>
+    /// For hosts that are not the app whose output holds TorchSharp — a notebook kernel, a script runner: loads
+    /// TorchSharp's native library from <paramref name="outputFolder"/>, a build output with <c>runtimes/&lt;rid&gt;/native</c>
+    /// (e.g. the notebooks' <c>bin/Release/net10.0</c>), then checks as <see cref="EnsureLoaded"/> does. Call it once,
+    /// before the first tensor. Once TorchSharp is loaded in this process it only checks that the folder holds the library.
+    /// In a notebook kernel it also keeps that folder's assemblies loaded once and their native libraries (SkiaSharp's)
+    /// found there.
+    /// </summary>
+    /// <exception cref="TorchSharpLoadException">The library is not in that folder, or cannot be loaded.</exception>
+    public static void LoadFrom(string outputFolder)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(outputFolder);
+        var (rid, file) = OperatingSystem.IsWindows() ? ("win-x64", "LibTorchSharp.dll")
+            : OperatingSystem.IsMacOS() ? ("osx-arm64", "libLibTorchSharp.dylib")
+            : (RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? "linux-arm64" : "linux-x64", LinuxLibrary);
+        var path = Path.GetFullPath(Path.Combine(outputFolder, "runtimes", rid, "native", file));
+        if (!File.Exists(path))
+            throw new TorchSharpLoadException(
+                $"TorchSharp's native library is not at {path}: build the project whose output folder that is first " +
+                $"(for the notebooks: dotnet build notebooks -c Release). Current directory: {Environment.CurrentDirectory}.");
+        ServeFolder(Path.GetDirectoryName(Path.GetDirectoryName(Path.GetDirectoryName(Path.GetDirectoryName(path))))!, Path.GetDirectoryName(path)!);
+        if (s_loaded) return;
+        if (OperatingSystem.IsLinux() && TryDlopen(path) is { } loaderError) // the loader's message, explained
+        {
+            var f = Explain(loaderError, path, inner: null);
+            throw new TorchSharpLoadException(f.Message, f.MissingGlibcxx, f.Inner);
+        }
+        if (!OperatingSystem.IsLinux()) NativeLibrary.Load(path);
+        EnsureLoaded(); // TorchSharp now finds the library loaded under its name
+    }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> s_servedFolders = new();
+
+    /// <summary>
+    /// A notebook kernel (Roslyn scripting) loads each <c>#r</c>'d assembly, and each dependency it resolves, into a load
+    /// context of its own. Two things then break: an assembly that two others need is loaded twice (TorchSharp, for the
+    /// script and for TorchSharp.PyBridge: their <c>Tensor</c> types differ and PyBridge's savers throw
+    /// <c>MissingMethodException</c>), and the native libraries the output carries (SkiaSharp's, for the plots) are not
+    /// found. For the assemblies of <paramref name="folder"/> only: a second load of one returns the first, and their
+    /// native libraries resolve from <paramref name="nativeFolder"/>. In an ordinary app (one load context) neither fires.
+    /// </summary>
+    private static void ServeFolder(string folder, string nativeFolder)
+    {
+        if (!s_servedFolders.TryAdd(folder, true)) return;
+        bool InFolder(System.Reflection.Assembly a) => !a.IsDynamic && a.Location.Length > 0 &&
+            string.Equals(Path.GetDirectoryName(a.Location), folder, OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal);
+        System.Runtime.Loader.AssemblyLoadContext.Default.Resolving += (_, name) =>
+            AppDomain.CurrentDomain.GetAssemblies().FirstOrDefault(a => a.GetName().Name == name.Name && InFolder(a));
+        AppDomain.CurrentDomain.AssemblyLoad += (_, e) =>
+        {
+            var assembly = e.LoadedAssembly;
+            if (System.Runtime.Loader.AssemblyLoadContext.GetLoadContext(assembly) == System.Runtime.Loader.AssemblyLoadContext.Default || !InFolder(assembly))
+                return;
+            try
+            {
+                NativeLibrary.SetDllImportResolver(assembly, (name, _, _) => LoadNative(nativeFolder, name));
+            }
+            catch (InvalidOperationException)
+            {
+                // The assembly set a resolver of its own; it knows best.
+            }
+        };
+    }
+
+    private static IntPtr LoadNative(string nativeFolder, string name)
+    {
+        foreach (var file in new[] { name, $"lib{name}.so", $"{name}.so", $"{name}.dll", $"lib{name}.dylib", $"{name}.dylib" })
+        {
+            var candidate = Path.Combine(nativeFolder, file);
+            if (File.Exists(candidate) && NativeLibrary.TryLoad(candidate, out var handle)) return handle;
+        }
+        return IntPtr.Zero; // .NET's own probing goes on
+    }
+
     /// <summary>For module constructors: <c>: base(TorchSharpRuntime.Checked(nameof(X)))</c> runs the check before TorchSharp's constructor.</summary>
     internal static string Checked(string moduleName)
     {

@@ -218,11 +218,7 @@ public sealed class Sgd : OptimizerHelper, optim.IMomentum
         base.Dispose(disposing);
     }
 
-    private static IEnumerable<Parameter> Checked(IEnumerable<Parameter> parameters)
-    {
-        ArgumentNullException.ThrowIfNull(parameters);
-        return parameters;
-    }
+    private static IEnumerable<Parameter> Checked(IEnumerable<Parameter> parameters) => OptimizerChecks.NotEmpty(parameters);
 }
 
 /// <summary>
@@ -251,7 +247,7 @@ public class Adam : OptimizerHelper, optim.IBetas
             WeightDecay = OptimizerChecks.NonNegative(weightDecay, nameof(weightDecay)),
         };
         _parameter_groups = new List<ParamGroup>();
-        add_param_group(new Group(parameters));
+        add_param_group(new Group(OptimizerChecks.NotEmpty(parameters)));
     }
 
     /// <summary>Hyperparameters of one parameter group.</summary>
@@ -487,6 +483,16 @@ public sealed class AdamW : Adam
 
 internal static class OptimizerChecks
 {
+    /// <summary>PyTorch's "optimizer got an empty parameter list", with the usual cause (6.4: a lazy net before its dry run).</summary>
+    public static List<Parameter> NotEmpty(IEnumerable<Parameter> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var list = parameters.ToList();
+        return list.Count > 0 ? list : throw new ArgumentException(
+            "The optimizer got an empty parameter list. If the module has lazy layers (LazyLinear), run one forward pass " +
+            "(a dry run) before creating the optimizer (6.4).", nameof(parameters));
+    }
+
     public static double LearningRate(double lr) =>
         lr > 0 && double.IsFinite(lr) ? lr : throw new ArgumentOutOfRangeException(nameof(lr), lr, "The learning rate must be a positive, finite number.");
 

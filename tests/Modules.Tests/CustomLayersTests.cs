@@ -29,11 +29,11 @@ public class CustomLayersTests
     public void MyLinearHasItsOwnParametersAndShapes()
     {
         using var linear = new MyLinear(5, 3);
-        Assert.Equal(new long[] { 5, 3 }, linear.Weight.shape);
+        Assert.Equal(new long[] { 5, 3 }, linear.weight.shape);
         Assert.Equal(new[] { "weight", "bias" }, linear.named_parameters().Select(p => p.name));
         using var x = rand(2, 5);
         using var y = linear.call(x);
-        using var expected = nn.functional.relu(x.matmul(linear.Weight) + linear.Bias);
+        using var expected = nn.functional.relu(x.matmul(linear.weight) + linear.bias);
         TensorAssert.Close(expected, y);
         Assert.True(TensorAssert.Values(y).All(v => v >= 0));
     }

@@ -10,6 +10,19 @@ namespace MlNetGuide.Modules.Tests;
 public class TorchSharpLoadTests
 {
     [Fact]
+    public void LoadFromAnOutputFolderChecksTheFolderAndKeepsTheLoadedLibrary()
+    {
+        TorchSharpRuntime.LoadFrom(AppContext.BaseDirectory);   // this test's output holds runtimes/<rid>/native
+        using var x = ones(2, 3);
+        Assert.Equal(6f, x.sum().item<float>());
+
+        var missing = Path.Combine(Path.GetTempPath(), "no-such-build-" + Guid.NewGuid().ToString("N"));
+        var e = Assert.Throws<TorchSharpLoadException>(() => TorchSharpRuntime.LoadFrom(missing));
+        Assert.Contains(missing, e.Message);
+        Assert.Contains("dotnet build notebooks -c Release", e.Message);
+    }
+
+    [Fact]
     public void MatmulComputesOnCpu()
     {
         using var a = tensor(new float[] { 1, 2, 3, 4 }, 2, 2);

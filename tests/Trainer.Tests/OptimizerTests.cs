@@ -7,6 +7,24 @@ namespace MlNetGuide.Training.Tests;
 public class OptimizerTests
 {
     [Fact]
+    public void AnOptimizerOverALazyNetBeforeItsDryRunRefusesTheEmptyParameterList()
+    {
+        // PyTorch raises "optimizer got an empty parameter list"; without the check, training would silently not learn.
+        using var net = nn.Sequential(new MlNetGuide.Modules.LazyLinear(4), nn.ReLU(), new MlNetGuide.Modules.LazyLinear(1));
+        foreach (Func<IEnumerable<TorchSharp.Modules.Parameter>, IDisposable> make in new Func<IEnumerable<TorchSharp.Modules.Parameter>, IDisposable>[]
+                 { ps => new Sgd(ps, 0.1), ps => new Adam(ps), ps => new AdamW(ps) })
+        {
+            var e = Assert.Throws<ArgumentException>(() => make(net.parameters()));
+            Assert.Contains("empty parameter list", e.Message);
+            Assert.Contains("dry run", e.Message);
+        }
+        using var x = rand(2, 3);
+        using var y = net.call(x);
+        using var sgd = new Sgd(net.parameters(), 0.1);   // after the dry run: 4 parameters
+        Assert.Equal(4, sgd.parameters().Count());
+    }
+
+    [Fact]
     public void SgdStepIsParameterMinusLearningRateTimesGradient()
     {
         using var lin = nn.Linear(2, 1, hasBias: false);

@@ -10,32 +10,30 @@ namespace MlNetGuide.Modules;
 /// </summary>
 public sealed class MyLinear : nn.Module<Tensor, Tensor>, ILinearLayer
 {
-    private readonly Parameter weight;
-    private readonly Parameter bias;
-
     /// <summary>Creates the layer; <paramref name="generator"/> makes its initial values reproducible.</summary>
     public MyLinear(long inUnits, long units, Generator? generator = null) : base(TorchSharpRuntime.Checked(nameof(MyLinear)))
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(inUnits);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(units);
-        weight = new Parameter(randn(new long[] { inUnits, units }, generator: generator));
-        bias = new Parameter(randn(new long[] { units }, generator: generator));
-        RegisterComponents();
+        // Registered by name, not through fields, so that the public properties can carry the book's names
+        // (and .to() may replace the Parameter objects: the properties read them back from the registry).
+        register_parameter(nameof(weight), new Parameter(randn(new long[] { inUnits, units }, generator: generator)));
+        register_parameter(nameof(bias), new Parameter(randn(new long[] { units }, generator: generator)));
     }
 
-    /// <summary>The (in, units) weight.</summary>
-    public Parameter Weight => (Parameter)get_parameter(nameof(weight))!;
+    /// <summary>The (in, units) weight: <c>weight</c>, as on TorchSharp's <c>Linear</c> and our <see cref="LazyLinear"/>.</summary>
+    public Parameter weight => (Parameter)get_parameter(nameof(weight))!;
 
     /// <summary>The bias of length units.</summary>
-    public Parameter Bias => (Parameter)get_parameter(nameof(bias))!;
+    public Parameter bias => (Parameter)get_parameter(nameof(bias))!;
 
-    Parameter? ILinearLayer.Weight => Weight;
-    Parameter? ILinearLayer.Bias => Bias;
+    Parameter? ILinearLayer.Weight => weight;
+    Parameter? ILinearLayer.Bias => bias;
 
     /// <inheritdoc />
     public override Tensor forward(Tensor x)
     {
-        using var linear = x.matmul(Weight).add_(Bias, Scalars.One); // a kept-alive alpha: see Scalars
+        using var linear = x.matmul(weight).add_(bias, Scalars.One); // a kept-alive alpha: see Scalars
         return nn.functional.relu(linear);
     }
 }

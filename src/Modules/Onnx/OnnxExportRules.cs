@@ -51,7 +51,7 @@ internal static class OnnxExportRules
         OnnxExporter.Register<MLP>((g, m, x) =>
             g.Add(OnnxExporter.Child(m, "output"), g.Node("Relu", [g.Add(OnnxExporter.Child(m, "hidden"), x)])));
         OnnxExporter.Register<NestMLP>((g, m, x) => g.Add(OnnxExporter.Child(m, "linear"), g.Add(OnnxExporter.Child(m, "net"), x)));
-        OnnxExporter.Register<MyLinear>((g, m, x) => g.Node("Relu", [g.Node("Add", [g.Node("MatMul", [x, g.Weight(m.Weight)]), g.Weight(m.Bias)])]));
+        OnnxExporter.Register<MyLinear>((g, m, x) => g.Node("Relu", [g.Node("Add", [g.Node("MatMul", [x, g.Weight(m.weight)]), g.Weight(m.bias)])]));
         // D2L 7.6: rows of C·H·W pixels (or images) reshaped to (N, C, H, W), then the layers.
         OnnxExporter.Register<LeNet>((g, m, x) =>
             g.Add(OnnxExporter.Child(m, "layers"), g.Node("Reshape", [x, g.Int64s("lenet_image_shape", [-1, .. m.ImageShape])])));
