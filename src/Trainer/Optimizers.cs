@@ -12,6 +12,44 @@ namespace MlNetGuide.Training;
 // TorchSharp's OptimizerHelper, so ParamGroups, every optim.lr_scheduler and state_dict()/load_state_dict work.
 
 /// <summary>
+/// What <see cref="Sgd"/> and <see cref="Adam"/> share on top of TorchSharp's <see cref="OptimizerHelper"/>: one
+/// learning rate for every group, gradients zeroed in place, a state per parameter, and that state's tensors released
+/// with the optimizer.
+/// </summary>
+public abstract class ParamGroupOptimizer : OptimizerHelper
+{
+    /// <summary>The learning rate of every group: reading gives the first group's; setting sets them all (schedulers set groups one by one).</summary>
+    public double LearningRate
+    {
+        get => _parameter_groups[0].LearningRate;
+        set
+        {
+            OptimizerChecks.LearningRate(value);
+            foreach (var g in _parameter_groups) g.LearningRate = value;
+        }
+    }
+
+    /// <inheritdoc />
+    public override void zero_grad() => OptimizerChecks.ZeroGrad(parameters());
+
+    /// <summary>Adds <paramref name="group"/> (its parameters fixed as a list) with a fresh state for each parameter.</summary>
+    protected void Track(ParamGroup group, Func<Parameter, OptimizerState> newState)
+    {
+        group.Parameters = group.Parameters.ToList();
+        _parameter_groups.Add(group);
+        foreach (var p in group.Parameters) _state[p.Handle] = newState(p);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+            foreach (var (_, state) in _state) (state as IDisposable)?.Dispose();
+        base.Dispose(disposing);
+    }
+}
+
+/// <summary>
 /// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay — PyTorch's
 /// <c>torch.optim.SGD</c> (same update, same defaults), safe under GC pressure.
 /// </summary>
@@ -20,7 +58,7 @@ namespace MlNetGuide.Training;
 /// <c>g ← g + λ·p</c>; <c>b ← g</c> on the first step, else <c>b ← μ·b + (1 − τ)·g</c>; <c>g ← g + μ·b</c> (Nesterov) or
 /// <c>g ← b</c>; <c>p ← p − lr·g</c>. With all of them 0 this is the chapter's minibatch SGD, <c>p ← p − lr·g</c>.
 /// </remarks>
-public sealed class Sgd : OptimizerHelper, optim.IMomentum
+public sealed class Sgd : ParamGroupOptimizer, optim.IMomentum
 {
     /// <summary>Creates the optimizer over <paramref name="parameters"/> (one parameter group).</summary>
     public Sgd(IEnumerable<Parameter> parameters, double lr, double momentum = 0, double dampening = 0, double weightDecay = 0, bool nesterov = false)
@@ -137,17 +175,6 @@ public sealed class Sgd : OptimizerHelper, optim.IMomentum
         }
     }
 
-    /// <summary>The learning rate of every group: reading gives the first group's; setting sets them all (schedulers set groups one by one).</summary>
-    public double LearningRate
-    {
-        get => _parameter_groups[0].LearningRate;
-        set
-        {
-            OptimizerChecks.LearningRate(value);
-            foreach (var g in _parameter_groups) g.LearningRate = value;
-        }
-    }
-
     /// <summary>The momentum of every group (what <c>OneCycleLR</c> cycles when asked to).</summary>
     public double Momentum
     {
@@ -175,13 +202,8 @@ public sealed class Sgd : OptimizerHelper, optim.IMomentum
             throw new ArgumentException("Nesterov momentum needs a positive momentum and zero dampening.", nameof(param_group));
         o.InitialLearningRate = o.LearningRate!.Value;
         group.Options = o;
-        group.Parameters = group.Parameters.ToList();
-        _parameter_groups.Add(group);
-        foreach (var p in group.Parameters) _state[p.Handle] = new State(p);
+        Track(group, p => new State(p));
     }
-
-    /// <inheritdoc />
-    public override void zero_grad() => OptimizerChecks.ZeroGrad(parameters());
 
     /// <inheritdoc />
     public override Tensor step(Func<Tensor>? closure = null) => _step<ParamGroup>(group =>
@@ -210,14 +232,6 @@ public sealed class Sgd : OptimizerHelper, optim.IMomentum
         }
     }, closure)!;
 
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-            foreach (var (_, state) in _state) ((State)state).Dispose();
-        base.Dispose(disposing);
-    }
-
     private static IEnumerable<Parameter> Checked(IEnumerable<Parameter> parameters) => OptimizerChecks.NotEmpty(parameters);
 }
 
@@ -225,7 +239,7 @@ public sealed class Sgd : OptimizerHelper, optim.IMomentum
 /// Adam (Kingma and Ba, 2015) with bias correction and optional L2 weight decay — PyTorch's <c>torch.optim.Adam</c>
 /// (same update, same defaults), safe under GC pressure. For decoupled weight decay use <see cref="AdamW"/>.
 /// </summary>
-public class Adam : OptimizerHelper, optim.IBetas
+public class Adam : ParamGroupOptimizer, optim.IBetas
 {
     private readonly bool _decoupled;
 
@@ -374,17 +388,6 @@ public class Adam : OptimizerHelper, optim.IBetas
         }
     }
 
-    /// <summary>The learning rate of every group: reading gives the first group's; setting sets them all.</summary>
-    public double LearningRate
-    {
-        get => _parameter_groups[0].LearningRate;
-        set
-        {
-            OptimizerChecks.LearningRate(value);
-            foreach (var g in _parameter_groups) g.LearningRate = value;
-        }
-    }
-
     /// <summary>(β₁, β₂) of every group (what <c>OneCycleLR</c> cycles when asked to).</summary>
     public (double, double) Betas
     {
@@ -416,13 +419,8 @@ public class Adam : OptimizerHelper, optim.IBetas
         o.WeightDecay ??= d.WeightDecay;
         o.InitialLearningRate = o.LearningRate!.Value;
         group.Options = o;
-        group.Parameters = group.Parameters.ToList();
-        _parameter_groups.Add(group);
-        foreach (var p in group.Parameters) _state[p.Handle] = new State(p);
+        Track(group, p => new State(p));
     }
-
-    /// <inheritdoc />
-    public override void zero_grad() => OptimizerChecks.ZeroGrad(parameters());
 
     /// <inheritdoc />
     public override Tensor step(Func<Tensor>? closure = null) => _step<ParamGroup>(group =>
@@ -458,14 +456,6 @@ public class Adam : OptimizerHelper, optim.IBetas
             p.addcdiv_(s.ExpAvg, denom, stepSize);
         }
     }, closure)!;
-
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-            foreach (var (_, state) in _state) ((State)state).Dispose();
-        base.Dispose(disposing);
-    }
 }
 
 /// <summary>
