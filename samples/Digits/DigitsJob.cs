@@ -190,7 +190,7 @@ public static class DigitsJob
         status($"A prediction from the reloaded model: the first test digit (a {first.Label}) is read as {engine.Predict(first).PredictedLabel}");
 
         long trainRows = train.GetRowCount() ?? 0;
-        neural.Board?.SavePng(Path.Combine(s.Output, "training-curve.png"),
+        neural.History?.SavePng(Path.Combine(s.Output, "training-curve.png"),
             title: $"{primary.Title["MlNetGuide ".Length..]} on MNIST digits ({trainRows:N0} training rows, 10% of them held out for val_*)");
         File.WriteAllText(Path.Combine(s.Output, "model-summary.txt"), neural.Summary);
 

@@ -70,12 +70,8 @@ internal static class ColumnChecks
     /// <summary>Reads the current row's features into <paramref name="destination"/>; false when one is NaN or infinite.</summary>
     public delegate bool FeatureRead(Span<float> destination);
 
-    /// <summary>
-    /// A reader that copies the row and checks it is finite in one pass (see <see cref="FiniteCheck.CopyAll"/>); with
-    /// <paramref name="streaming"/>, dense rows are written with streaming stores (call <see cref="FiniteCheck.Publish"/>
-    /// before the batch is used).
-    /// </summary>
-    public static FeatureRead FeatureReader(DataViewRow row, DataViewSchema.Column column, int width, bool streaming = false)
+    /// <summary>A reader that copies the row and checks it is finite in one pass (see <see cref="FiniteCheck.CopyAll"/>).</summary>
+    public static FeatureRead FeatureReader(DataViewRow row, DataViewSchema.Column column, int width)
     {
         if (column.Type is VectorDataViewType)
         {
@@ -90,7 +86,7 @@ internal static class ColumnChecks
                     throw new SchemaMismatchException(column.Name, $"a vector of {width} Single values in every row (the column's width)",
                         $"{buffer.Length} values in row {row.Position}");
                 var values = buffer.GetValues();
-                if (buffer.IsDense) return FiniteCheck.CopyAll(values, destination, streaming);
+                if (buffer.IsDense) return FiniteCheck.CopyAll(values, destination);
                 destination[..width].Clear();
                 var indices = buffer.GetIndices();
                 for (int i = 0; i < indices.Length; i++) destination[indices[i]] = values[i];

@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using MlNetGuide.Training;
 using static TorchSharp.torch;
@@ -20,9 +21,6 @@ namespace MlNetGuide.Estimators;
 /// </remarks>
 internal sealed class DataViewBatchSource : IDisposable
 {
-    /// <summary>The largest in-memory limit: the feature tensor is written through one span, which counts bytes in an int.</summary>
-    public const int MaxInMemoryLimitMB = 2047;
-
     private const int WindowBatches = 16;
     private readonly IDataView _data;
     private readonly DataViewSchema.Column _features, _label;
@@ -93,7 +91,7 @@ internal sealed class DataViewBatchSource : IDisposable
         using var train = new RowStore(FeatureCount, Estimate(1 - fraction), maxRows);
         using var val = fraction > 0 ? new RowStore(FeatureCount, Estimate(fraction), maxRows) : null;
         long skipped = 0;
-        using (var rows = new RowReader(this, null, readFeatures: true, streaming: true)) // written once, read much later
+        using (var rows = new RowReader(this, null, readFeatures: true))
         {
             while (rows.MoveNext())
             {
@@ -104,7 +102,6 @@ internal sealed class DataViewBatchSource : IDisposable
                 store.Commit(rows.Label);
             }
         }
-        FiniteCheck.Publish();
         if (train.Count == 0) throw Empty(skipped);
         bool multiclass = _options.Task == NeuralTask.MulticlassClassification;
         MemoryTrain = train.Finish(multiclass);
@@ -173,7 +170,7 @@ internal sealed class DataViewBatchSource : IDisposable
     private IEnumerable<Batch> Direct(Random? random, bool validation)
     {
         int f = FeatureCount, b = _options.BatchSize;
-        using var rows = new RowReader(this, random, readFeatures: true, streaming: FiniteCheck.Streams(b, f));
+        using var rows = new RowReader(this, random, readFeatures: true);
         while (true)
         {
             var x = empty(b, f).DetachFromDisposeScope();
@@ -195,7 +192,6 @@ internal sealed class DataViewBatchSource : IDisposable
                 throw;
             }
             if (n == 0) { x.Dispose(); yield break; }
-            FiniteCheck.Publish();
             yield return MakeBatch(x, y, n);
             if (n < b) yield break;
         }
@@ -205,7 +201,6 @@ internal sealed class DataViewBatchSource : IDisposable
     private IEnumerable<Batch> Windowed(Random shuffle)
     {
         int f = FeatureCount, b = _options.BatchSize, window = b * WindowBatches;
-        bool streaming = FiniteCheck.Streams(b, f);
         var rowsX = new float[window * f];
         var rowsY = new float[window];
         var order = new int[window];
@@ -231,10 +226,9 @@ internal sealed class DataViewBatchSource : IDisposable
                 for (int i = 0; i < n; i++)
                 {
                     int src = order[start + i];
-                    _ = FiniteCheck.CopyAll(rowsX.AsSpan(src * f, f), memory.Slice(i * f, f), streaming); // checked when read
+                    rowsX.AsSpan(src * f, f).CopyTo(memory.Slice(i * f, f)); // checked when read
                     y[i] = rowsY[src];
                 }
-                FiniteCheck.Publish();
                 yield return MakeBatch(x, y, n);
             }
         }
@@ -262,23 +256,25 @@ internal sealed class DataViewBatchSource : IDisposable
     }
 
     /// <summary>
-    /// Rows read into one growing feature tensor (rows × features, written in place through its span), with their
-    /// labels; grows by doubling up to a row limit.
+    /// Rows read into one growing feature tensor (rows × features, written in place), with their labels; grows by
+    /// doubling up to a row limit. Rows are addressed with 64-bit offsets, so the tensor may pass 2 GiB.
     /// </summary>
     private sealed class RowStore(int features, long capacity, long maxRows) : IDisposable
     {
         private Tensor? _x = empty(Math.Max(1, capacity), features).DetachFromDisposeScope();
+        private IntPtr _first = IntPtr.Zero; // _x's first float, found once per allocation
         private float[] _y = new float[Math.Max(1, capacity)];
 
         public int Count { get; private set; }
 
-        private Span<float> Memory => MemoryMarshal.Cast<byte, float>(_x!.bytes);
-
         /// <summary>Where the next row's features go; <see cref="Commit"/> keeps them.</summary>
-        public Span<float> NextRow()
+        public unsafe Span<float> NextRow()
         {
             if (Count == _y.Length) Grow();
-            return Memory.Slice(Count * features, features);
+            if (_first == IntPtr.Zero)
+                using (var head = _x!.narrow(0, 0, 1)) // a one-row view: its span is short, and starts where _x does
+                    _first = (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(head.bytes));
+            return new Span<float>((float*)_first + (long)Count * features, features);
         }
 
         public void Commit(float label) => _y[Count++] = label;
@@ -287,9 +283,10 @@ internal sealed class DataViewBatchSource : IDisposable
         {
             long rows = Math.Max(Count + 1, Math.Min(2L * Count, maxRows));
             var bigger = empty(rows, features).DetachFromDisposeScope();
-            _x!.bytes.CopyTo(bigger.bytes);
+            using (var head = bigger.narrow(0, 0, _x!.shape[0])) head.copy_(_x);
             _x.Dispose();
             _x = bigger;
+            _first = IntPtr.Zero;
             Array.Resize(ref _y, (int)rows);
         }
 
@@ -322,12 +319,12 @@ internal sealed class DataViewBatchSource : IDisposable
         private readonly ValueGetter<DataViewRowId> _id;
         private DataViewRowId _rowId;
 
-        public RowReader(DataViewBatchSource source, Random? random, bool readFeatures, bool streaming = false)
+        public RowReader(DataViewBatchSource source, Random? random, bool readFeatures)
         {
             _source = source;
             var columns = readFeatures ? new[] { source._features, source._label } : [source._label];
             _cursor = source._data.GetRowCursor(columns, random);
-            _features = readFeatures ? ColumnChecks.FeatureReader(_cursor, source._features, source.FeatureCount, streaming) : null;
+            _features = readFeatures ? ColumnChecks.FeatureReader(_cursor, source._features, source.FeatureCount) : null;
             _label = ColumnChecks.LabelReader(_cursor, source._label, source._options.Task);
             _id = _cursor.GetIdGetter();
         }

@@ -280,13 +280,7 @@ public static class NeuralModel
         }
     }
 
-    private static Device LoadDevice(MLContext ml)
-    {
-        if (ml.GpuDeviceId is not int id) return CPU;
-        if (id < Devices.NumGpus()) return Devices.Gpu(id);
-        if (ml.FallbackToCpu) return CPU;
-        throw new InvalidOperationException($"MLContext.GpuDeviceId is {id} but that GPU is not available; set MLContext.FallbackToCpu = true to load on the CPU.");
-    }
+    private static Device LoadDevice(MLContext ml) => MlNetDevices.ForScoring(ml);
 
     internal static NeuralConfig ConfigOf(NeuralNetworkTransformer t)
     {

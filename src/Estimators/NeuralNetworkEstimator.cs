@@ -158,22 +158,24 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
 
         int outputs = o.Task == NeuralTask.MulticlassClassification ? source.ClassCount : 1;
         manual_seed(seed); // lazy layers and built-in defaults draw from the global generator
-        var trainable = Wrap(o, () => o.Architecture.Build(source.FeatureCount, outputs));
+        var objective = new NetworkObjective(o.Task, () => o.Architecture.Build(source.FeatureCount, outputs), o.LearningRate);
+        nn.Module<Tensor, Tensor> net;
+        History history;
         try
         {
-            if (!trainable.Net.IsFullyInitialized())
-                using (var dry = zeros(1, source.FeatureCount)) trainable.Net.ApplyInit(dry);
+            if (!objective.Net.IsFullyInitialized())
+                using (var dry = zeros(1, source.FeatureCount)) objective.Net.ApplyInit(dry);
             if (initialModel is null)
-                o.Init?.WithSeed(seed).Apply(trainable.Net);
+                o.Init?.WithSeed(seed).Apply(objective.Net);
             else
-                WarmStart(trainable.Net, initialModel, o, source.FeatureCount, outputs);
-            trainable.OptimizerFactory = o.Optimizer switch
+                WarmStart(objective.Net, initialModel, o, source.FeatureCount, outputs);
+            objective.OptimizerFactory = o.Optimizer switch
             {
                 OptimizerKind.Adam => (ps, lr) => new Adam(ps, lr, weightDecay: o.WeightDecay),
                 OptimizerKind.AdamW => (ps, lr) => new AdamW(ps, lr, weightDecay: o.WeightDecay),
                 _ => (ps, lr) => new Sgd(ps, lr, momentum: o.Momentum, weightDecay: o.WeightDecay),
             };
-            trainable.SchedulerFactory = Schedule(o, (int)Math.Ceiling(source.TrainBatches / (double)o.GradientAccumulationSteps));
+            objective.SchedulerFactory = Schedule(o, (int)Math.Ceiling(source.TrainBatches / (double)o.GradientAccumulationSteps));
             int epoch = 0;
             // Validation rows: given (in memory, or streamed in order every epoch), or split off the training data.
             var memoryVal = valSource is null ? source.MemoryVal : valSource.MemoryTrain;
@@ -184,21 +186,28 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             using var memoryData = source.InMemory && streamedVal is null ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, memoryVal, seed) : null;
             DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
                 streamedVal ?? (memoryVal is null ? null : () => TensorBatches(memoryVal, o.BatchSize)), valBatches);
-            History history;
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
                    { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps })
             {
                 if (o.EpochCompleted is { } callback) trainer.EpochCompleted += callback;
-                history = trainer.Fit(trainable, data, o.CancellationToken);
+                history = trainer.Fit(objective, data, o.CancellationToken);
             }
+            net = objective.ReleaseNet(); // the scorer owns it from here; the objective (and its trainer state) goes
+        }
+        finally
+        {
+            objective.Dispose();
+        }
+        try
+        {
             var device = devices.Count > 0 ? devices[0] : CPU;
-            var scorer = new NeuralScorer(o.Task, trainable.Net, device, source.FeatureCount, outputs, o.FeatureColumnName,
+            var scorer = new NeuralScorer(o.Task, net, device, source.FeatureCount, outputs, o.FeatureColumnName,
                 o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues);
-            return new NeuralNetworkTransformer(scorer, o.Architecture, o.ScoringBatchSize, trainable, history);
+            return new NeuralNetworkTransformer(scorer, o.Architecture, o.ScoringBatchSize, history);
         }
         catch
         {
-            trainable.Dispose();
+            net.Dispose();
             throw;
         }
     }
@@ -251,31 +260,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         });
     }
 
-    private static TrainableModule Wrap(NeuralNetworkOptions o, Func<nn.Module<Tensor, Tensor>> factory) => o.Task switch
-    {
-        NeuralTask.MulticlassClassification => new Classifier(factory, o.LearningRate),
-        NeuralTask.BinaryClassification => new BinaryClassifier(factory, o.LearningRate),
-        _ => new Regressor(factory, o.LearningRate),
-    };
-
     /// <summary>MLContext.GpuDeviceId/FallbackToCpu first (as Microsoft.ML.TorchSharp does), then NumGpus (clamped).</summary>
-    private List<Device> ResolveDevices(NeuralNetworkOptions o, IChannel ch)
-    {
-        var (gpuId, fallback) = MlNetInternals.DeviceSettings(_env);
-        int available = Devices.NumGpus();
-        if (gpuId is int id)
-        {
-            if (id < available)
-                return Enumerable.Range(id, Math.Clamp(o.NumGpus, 1, available - id)).Select(Devices.Gpu).ToList();
-            if (!fallback)
-                throw new InvalidOperationException(
-                    $"MLContext.GpuDeviceId is {id} but {(available == 0 ? "CUDA is not available (CPU build of TorchSharp, or no GPU/driver)" : $"only {available} GPU(s) exist")}. " +
-                    "Set MLContext.FallbackToCpu = true to train on the CPU instead, or build with -p:TorchBackend=cuda on a machine with a GPU.");
-            ch.Warning(MessageSensitivity.None, $"GPU {id} is not available; falling back to the CPU (MLContext.FallbackToCpu).");
-            return [];
-        }
-        if (o.NumGpus > available)
-            ch.Warning(MessageSensitivity.None, $"NumGpus is {o.NumGpus} but {available} GPU(s) are available; using {(available == 0 ? "the CPU" : available.ToString(System.Globalization.CultureInfo.InvariantCulture))}.");
-        return Enumerable.Range(0, Math.Min(o.NumGpus, available)).Select(Devices.Gpu).ToList();
-    }
+    private List<Device> ResolveDevices(NeuralNetworkOptions o, IChannel ch) =>
+        MlNetDevices.Resolve(_env, o.NumGpus, m => ch.Warning(MessageSensitivity.None, m));
 }

@@ -134,7 +134,7 @@ public abstract class NeuralNetworkOptions
     /// Training data up to this many megabytes (features as float32, plus labels) is read from the IDataView once, at
     /// the start of Fit, and shuffled in memory every epoch, as ML.NET's own LBFGS and SDCA trainers cache theirs. Larger
     /// data (or 0 here) streams from the IDataView every epoch: globally shuffled when the view can shuffle (e.g. after
-    /// <c>AppendCacheCheckpoint</c>), otherwise within windows of 16 batches. At most 2047; default 1024 (1 GiB).
+    /// <c>AppendCacheCheckpoint</c>), otherwise within windows of 16 batches. Default 1024 (1 GiB).
     /// </summary>
     public int InMemoryLimitMB { get; set; } = 1024;
 
@@ -170,10 +170,8 @@ public abstract class NeuralNetworkOptions
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(BatchSize, nameof(BatchSize));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(ScoringBatchSize, nameof(ScoringBatchSize));
         ArgumentOutOfRangeException.ThrowIfNegative(NumGpus, nameof(NumGpus));
-        if (InMemoryLimitMB is < 0 or > DataViewBatchSource.MaxInMemoryLimitMB)
-            throw new ArgumentOutOfRangeException(nameof(InMemoryLimitMB), InMemoryLimitMB, $"Must be in [0, {DataViewBatchSource.MaxInMemoryLimitMB}] (0 streams every epoch).");
-        if (!(LearningRate > 0) || double.IsInfinity(LearningRate))
-            throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "The learning rate must be a positive, finite number.");
+        ArgumentOutOfRangeException.ThrowIfNegative(InMemoryLimitMB, nameof(InMemoryLimitMB)); // 0 streams every epoch
+        LearningRates.Check(LearningRate, nameof(LearningRate));
         if (!(Momentum >= 0 && Momentum < 1))
             throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Must be in [0, 1).");
         if (Momentum > 0 && Optimizer != OptimizerKind.Sgd)

@@ -20,16 +20,13 @@ namespace MlNetGuide.Estimators;
 /// </remarks>
 public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransformer<NetworkArchitecture>, IDisposable
 {
-    private readonly NeuralScorer _scorer;
+    private readonly NeuralScorer _scorer; // owns the network: the transformer's only native resource
     private readonly int _scoringBatchSize;
-    private readonly TrainableModule? _trainable;
 
-    internal NeuralNetworkTransformer(NeuralScorer scorer, NetworkArchitecture architecture, int scoringBatchSize,
-        TrainableModule? trainable = null, History? history = null)
+    internal NeuralNetworkTransformer(NeuralScorer scorer, NetworkArchitecture architecture, int scoringBatchSize, History? history = null)
     {
         _scorer = scorer;
         _scoringBatchSize = scoringBatchSize;
-        _trainable = trainable;
         Architecture = architecture;
         History = history;
     }
@@ -59,11 +56,11 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     /// <summary>The feature column's type: a vector of <see cref="FeatureCount"/> Single values.</summary>
     public DataViewType FeatureColumnType => new VectorDataViewType(NumberDataViewType.Single, FeatureCount);
 
-    /// <summary>Per-epoch training metrics; null for a model loaded from a file.</summary>
+    /// <summary>
+    /// Per-epoch training metrics (plain numbers: training and validation loss, accuracy, learning rate, time); null for
+    /// a model loaded from a file. Draw them with MlNetGuide.Plots' <c>history.SavePng(path)</c>.
+    /// </summary>
     public History? History { get; }
-
-    /// <summary>The training curve (d2l's ProgressBoard); null for a model loaded from a file.</summary>
-    public ProgressBoard? Board => _trainable?.Board;
 
     /// <summary>The module tree, parameter names, shapes and counts.</summary>
     public string Summary => ModuleSummary.Describe(Scorer.Module);
@@ -152,8 +149,6 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     {
         if (_disposed) return;
         _disposed = true;
-        _scorer.MarkDisposed();
-        if (_trainable is not null) _trainable.Dispose(); // owns the net
-        else _scorer.Dispose();
+        _scorer.Dispose();
     }
 }

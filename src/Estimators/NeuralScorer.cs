@@ -59,39 +59,7 @@ internal sealed class NeuralScorer : IDisposable
     /// <summary>A CPU tensor of <paramref name="rows"/> x features that readers fill through <see cref="Rows"/>.</summary>
     public Tensor NewInput(int rows) => empty(rows, FeatureCount).DetachFromDisposeScope();
 
-    private const int PooledInputs = 4;
-    private readonly Stack<Tensor> _inputPool = new();
-    private bool _disposed;
-
-    /// <summary>
-    /// An input tensor of <paramref name="rows"/> rows for a batched cursor, reused from an earlier cursor when one was
-    /// returned: a 512 x 784 batch is 1.6 MB, and a fresh one can cost the page faults of a new mapping on every
-    /// Transform pass. Give it back with <see cref="ReturnInput"/>.
-    /// </summary>
-    public Tensor RentInput(int rows)
-    {
-        lock (_inputPool)
-            while (_inputPool.TryPop(out var pooled))
-            {
-                if (pooled.shape[0] == rows) return pooled;
-                pooled.Dispose();
-            }
-        return NewInput(rows);
-    }
-
-    /// <summary>Keeps <paramref name="input"/> for the next cursor (up to four are kept; the rest are disposed).</summary>
-    public void ReturnInput(Tensor input)
-    {
-        lock (_inputPool)
-        {
-            if (!_disposed && _inputPool.Count < PooledInputs)
-            {
-                _inputPool.Push(input);
-                return;
-            }
-        }
-        input.Dispose();
-    }
+    private volatile bool _disposed;
 
     /// <summary>The memory of an input tensor from <see cref="NewInput"/>, row-major.</summary>
     public static Span<float> Rows(Tensor input) => MemoryMarshal.Cast<byte, float>(input.bytes);
@@ -203,19 +171,11 @@ internal sealed class NeuralScorer : IDisposable
         }
     }
 
-    /// <summary>From now on <see cref="Score"/> throws <see cref="ObjectDisposedException"/>; pooled inputs are released.</summary>
-    public void MarkDisposed()
-    {
-        lock (_inputPool)
-        {
-            _disposed = true;
-            while (_inputPool.TryPop(out var pooled)) pooled.Dispose();
-        }
-    }
-
+    /// <summary>Releases the network; <see cref="Score"/> throws <see cref="ObjectDisposedException"/> from now on.</summary>
     public void Dispose()
     {
-        MarkDisposed();
+        if (_disposed) return;
+        _disposed = true;
         Module.Dispose();
     }
 }

@@ -5,14 +5,12 @@ using Microsoft.ML.Data;
 namespace MlNetGuide.Estimators;
 
 /// <summary>
-/// The lazy output of <see cref="NeuralNetworkTransformer.Transform"/>. Its cursor reads features a batch ahead with
-/// one input cursor and runs one forward pass per batch, while a second input cursor, in lockstep, serves the
-/// pass-through columns of the current row. Both ask for rows in the input's natural order, so they agree.
+/// The lazy output of <see cref="NeuralNetworkTransformer.Transform"/>. Its cursor reads a batch of rows ahead with one
+/// input cursor — the features straight into the input tensor, the pass-through columns a consumer asked for into
+/// per-row buffers — runs one forward pass per batch, then serves the batch row by row. The upstream pipeline runs once.
 /// </summary>
 internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, NeuralScorer scorer, int batchSize) : IDataView
 {
-    private readonly int _inputColumnCount = input.Schema.Count;
-
     public DataViewSchema Schema { get; } = schema;
 
     public bool CanShuffle => false;
@@ -24,78 +22,96 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
         var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
         int inputCount = input.Schema.Count;
         var passThrough = needed.Where(i => i < inputCount).Select(i => input.Schema[i]).ToList();
-        bool outputs = needed.Any(i => i >= inputCount);
-        // Only our outputs asked for: the reading-ahead cursor alone drives the rows (no second pass over the input).
-        if (outputs && passThrough.Count == 0)
-            return new Cursor(this, null, input.GetRowCursor([input.Schema[scorer.FeatureColumn]]), needed, scorer, batchSize);
-        var follow = input.GetRowCursor(passThrough);
-        var lead = outputs ? input.GetRowCursor([input.Schema[scorer.FeatureColumn]]) : null;
-        return new Cursor(this, follow, lead, needed, scorer, batchSize);
+        if (!needed.Any(i => i >= inputCount)) // none of our outputs: the input's own cursor serves every row
+            return new PassThroughCursor(Schema, input.GetRowCursor(passThrough), needed);
+        var features = input.Schema[scorer.FeatureColumn];
+        var cursor = input.GetRowCursor(passThrough.Append(features));
+        return new BatchCursor(Schema, cursor, passThrough, needed, scorer, batchSize);
     }
 
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
         [GetRowCursor(columnsNeeded, rand)];
 
-    private sealed class Cursor : DataViewRowCursor
+    /// <summary>Only input columns asked for: the input cursor's rows, as they are.</summary>
+    private sealed class PassThroughCursor(DataViewSchema schema, DataViewRowCursor input, HashSet<int> active) : DataViewRowCursor
     {
-        private readonly ScoredDataView _parent;
-        private readonly DataViewRowCursor? _follow; // serves pass-through columns; null when none was asked for
-        private readonly DataViewRowCursor? _lead;   // reads features a batch ahead; null when no output was asked for
+        public override DataViewSchema Schema => schema;
+        public override long Position => input.Position;
+        public override long Batch => input.Batch;
+        public override bool MoveNext() => input.MoveNext();
+        public override bool IsColumnActive(DataViewSchema.Column column) => active.Contains(column.Index);
+        public override ValueGetter<DataViewRowId> GetIdGetter() => input.GetIdGetter();
+
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) =>
+            IsColumnActive(column)
+                ? input.GetGetter<TValue>(input.Schema[column.Index])
+                : throw new InvalidOperationException($"Column '{column.Name}' was not requested when the cursor was created.");
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) input.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+
+    private sealed class BatchCursor : DataViewRowCursor
+    {
+        private readonly DataViewSchema _schema;
+        private readonly DataViewRowCursor _input;
         private readonly HashSet<int> _active;
         private readonly NeuralScorer _scorer;
-        private readonly ColumnChecks.FeatureRead? _readFeatures;
-        private Tensor? _input; // reused for every batch of this cursor (rented from the scorer): rows are read straight into it
+        private readonly ColumnChecks.FeatureRead _readFeatures;
+        private readonly Dictionary<int, RowBuffer> _passThrough; // input column index -> the batch's values
+        private readonly ValueGetter<DataViewRowId> _inputId;
+        private readonly DataViewRowId[] _ids;
+        private readonly Tensor _features; // batch x features, filled in place for every batch, owned by this cursor
         private readonly bool[] _nonFinite; // per row of the batch: did the reader find a NaN or infinity?
-        private readonly ResultRow _result = new();
+        private readonly ResultRow _result = new() { Row = -1 };
         private readonly int _batchSize;
         private int _rowsInBatch;
         private long _position = -1;
+        private bool _disposed;
 
-        public Cursor(ScoredDataView parent, DataViewRowCursor? follow, DataViewRowCursor? lead, HashSet<int> active, NeuralScorer scorer, int batchSize)
+        public BatchCursor(DataViewSchema schema, DataViewRowCursor input, List<DataViewSchema.Column> passThrough,
+            HashSet<int> active, NeuralScorer scorer, int batchSize)
         {
-            _parent = parent;
-            _follow = follow;
-            _lead = lead;
+            _schema = schema;
+            _input = input;
             _active = active;
             _scorer = scorer;
             _batchSize = batchSize;
-            if (lead is not null)
-            {
-                _readFeatures = ColumnChecks.FeatureReader(lead, lead.Schema[scorer.FeatureColumn], scorer.FeatureCount,
-                    streaming: FiniteCheck.Streams(batchSize, scorer.FeatureCount));
-                _input = scorer.RentInput(batchSize);
-            }
-            _nonFinite = new bool[lead is null ? 0 : batchSize];
-            _result.Row = -1;
+            _readFeatures = ColumnChecks.FeatureReader(input, input.Schema[scorer.FeatureColumn], scorer.FeatureCount);
+            _passThrough = passThrough.ToDictionary(c => c.Index, c => RowBuffer.For(input, c, batchSize));
+            _inputId = input.GetIdGetter();
+            _ids = new DataViewRowId[batchSize];
+            _nonFinite = new bool[batchSize];
+            _features = scorer.NewInput(batchSize);
         }
 
-        public override DataViewSchema Schema => _parent.Schema;
-        public override long Position => _follow?.Position ?? _position;
-        public override long Batch => _follow?.Batch ?? _lead!.Batch;
+        public override DataViewSchema Schema => _schema;
+        public override long Position => _position;
+        public override long Batch => _input.Batch;
 
         public override bool MoveNext()
         {
-            if (_follow is not null && !_follow.MoveNext()) return false;
-            if (_lead is null) return true;
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (++_result.Row < _rowsInBatch) { _position++; return true; }
-            // Read the next batch of features ahead and score it in one forward pass.
+            // Read the next batch ahead — features into the input tensor, pass-through values into their buffers — and score it.
             int f = _scorer.FeatureCount;
-            var rows = NeuralScorer.Rows(_input!);
+            var rows = NeuralScorer.Rows(_features);
             _rowsInBatch = 0;
             bool anyNonFinite = false;
-            while (_rowsInBatch < _batchSize && _lead.MoveNext())
+            while (_rowsInBatch < _batchSize && _input.MoveNext())
             {
-                bool finite = _readFeatures!(rows.Slice(_rowsInBatch * f, f));
-                _nonFinite[_rowsInBatch++] = !finite;
+                int r = _rowsInBatch++;
+                bool finite = _readFeatures(rows.Slice(r * f, f));
+                _nonFinite[r] = !finite;
                 anyNonFinite |= !finite;
+                _inputId(ref _ids[r]);
+                foreach (var buffer in _passThrough.Values) buffer.Capture(r);
             }
-            if (_rowsInBatch == 0)
-            {
-                if (_follow is null) return false;
-                throw new InvalidOperationException("The input data view yielded fewer rows to the second cursor than to the first; it must give the same rows in the same order to every unshuffled cursor.");
-            }
-            FiniteCheck.Publish(); // the rows may have been written with streaming stores
-            _scorer.Score(_input!, _rowsInBatch, _result, anyNonFinite ? _nonFinite : []);
+            if (_rowsInBatch == 0) return false;
+            _scorer.Score(_features, _rowsInBatch, _result, anyNonFinite ? _nonFinite : []);
             _result.Row = 0;
             _position++;
             return true;
@@ -107,30 +123,101 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
         {
             if (!IsColumnActive(column))
                 throw new InvalidOperationException($"Column '{column.Name}' was not requested when the cursor was created.");
-            int inputCount = _parent._inputColumnCount;
-            if (column.Index < inputCount)
-                return _follow!.GetGetter<TValue>(_follow.Schema[column.Index]);
-            return _scorer.Getter(column.Index - inputCount, _result) as ValueGetter<TValue>
+            if (_passThrough.TryGetValue(column.Index, out var buffer))
+                return buffer.Getter<TValue>(_result);
+            return _scorer.Getter(column.Index - _input.Schema.Count, _result) as ValueGetter<TValue>
                 ?? throw new InvalidOperationException($"Column '{column.Name}' holds {column.Type}, not {typeof(TValue).Name}.");
         }
 
-        public override ValueGetter<DataViewRowId> GetIdGetter()
-        {
-            if (_follow is not null) return _follow.GetIdGetter();
-            return (ref DataViewRowId id) => id = new DataViewRowId((ulong)_position, 0);
-        }
+        public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId id) => id = _ids[_result.Row];
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing)
+            if (disposing && !_disposed)
             {
-                _follow?.Dispose();
-                _lead?.Dispose();
-                if (_input is not null) _scorer.ReturnInput(_input);
-                _input = null; // a second Dispose must not return it twice
+                _disposed = true;
+                _input.Dispose();
+                _features.Dispose();
             }
             base.Dispose(disposing);
         }
+    }
+}
+
+/// <summary>
+/// One input column's values for the rows of a batch, read while the batch is read ahead and served row by row after.
+/// Vectors and text are copied into buffers this owns (a getter may hand out memory it reuses on the next row); other
+/// value types are copied as they are; a reference type (an image) is kept as the getter made it, a fresh one per row.
+/// </summary>
+internal abstract class RowBuffer
+{
+    public abstract void Capture(int slot);
+
+    public abstract ValueGetter<TValue> Getter<TValue>(ResultRow current);
+
+    public static RowBuffer For(DataViewRow row, DataViewSchema.Column column, int capacity)
+    {
+        var raw = column.Type.RawType;
+        var type = raw.IsGenericType && raw.GetGenericTypeDefinition() == typeof(VBuffer<>)
+            ? typeof(VectorBuffer<>).MakeGenericType(raw.GetGenericArguments()[0])
+            : raw == typeof(ReadOnlyMemory<char>) ? typeof(TextBuffer)
+            : typeof(ValueBuffer<>).MakeGenericType(raw);
+        return (RowBuffer)Activator.CreateInstance(type, row, column, capacity)!;
+    }
+
+    private static ValueGetter<TValue> Typed<TValue, TStored>(DataViewSchema.Column column, ValueGetter<TStored> getter) =>
+        getter as ValueGetter<TValue> ?? throw new InvalidOperationException($"Column '{column.Name}' holds {column.Type}, not {typeof(TValue).Name}.");
+
+    private sealed class ValueBuffer<T>(DataViewRow row, DataViewSchema.Column column, int capacity) : RowBuffer
+    {
+        private readonly ValueGetter<T> _source = row.GetGetter<T>(column);
+        private readonly T[] _values = new T[capacity];
+
+        public override void Capture(int slot)
+        {
+            if (!typeof(T).IsValueType) _values[slot] = default!; // the getter must make a new object, not reuse one a consumer holds
+            _source(ref _values[slot]);
+        }
+
+        public override ValueGetter<TValue> Getter<TValue>(ResultRow current) =>
+            Typed<TValue, T>(column, (ref T value) => value = _values[current.Row]);
+    }
+
+    private sealed class VectorBuffer<T>(DataViewRow row, DataViewSchema.Column column, int capacity) : RowBuffer
+    {
+        private readonly ValueGetter<VBuffer<T>> _source = row.GetGetter<VBuffer<T>>(column);
+        private readonly VBuffer<T>[] _values = new VBuffer<T>[capacity];
+        private VBuffer<T> _read;
+
+        public override void Capture(int slot)
+        {
+            _source(ref _read);
+            _read.CopyTo(ref _values[slot]);
+        }
+
+        public override ValueGetter<TValue> Getter<TValue>(ResultRow current) =>
+            Typed<TValue, VBuffer<T>>(column, (ref VBuffer<T> value) => _values[current.Row].CopyTo(ref value));
+    }
+
+    private sealed class TextBuffer(DataViewRow row, DataViewSchema.Column column, int capacity) : RowBuffer
+    {
+        private readonly ValueGetter<ReadOnlyMemory<char>> _source = row.GetGetter<ReadOnlyMemory<char>>(column);
+        private readonly char[][] _chars = new char[capacity][];
+        private readonly int[] _lengths = new int[capacity];
+        private ReadOnlyMemory<char> _read;
+
+        public override void Capture(int slot)
+        {
+            _source(ref _read);
+            int n = _read.Length;
+            if (_chars[slot] is not { } buffer || buffer.Length < n) _chars[slot] = buffer = new char[Math.Max(n, 16)];
+            _read.Span.CopyTo(buffer);
+            _lengths[slot] = n;
+        }
+
+        public override ValueGetter<TValue> Getter<TValue>(ResultRow current) =>
+            Typed<TValue, ReadOnlyMemory<char>>(column, (ref ReadOnlyMemory<char> value) =>
+                value = new ReadOnlyMemory<char>(_chars[current.Row] ?? [], 0, _lengths[current.Row]));
     }
 }
 

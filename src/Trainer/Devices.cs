@@ -32,6 +32,20 @@ public static class Devices
         return cuda.is_available() ? cuda.device_count() : 0;
     }
 
+    /// <summary>
+    /// GPUs <paramref name="first"/>, <paramref name="first"/> + 1, … up to <paramref name="count"/> of them, clamped to
+    /// those that exist (empty: the CPU); when fewer than asked exist, says so through <paramref name="log"/>.
+    /// </summary>
+    public static List<Device> TakeGpus(int count, int first = 0, Action<string>? log = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfNegative(first);
+        int available = Math.Max(0, NumGpus() - first);
+        if (count > available)
+            log?.Invoke($"{count} GPU(s) requested, {available} available{(first > 0 ? $" from cuda:{first} on" : "")}; using {(available == 0 ? "the CPU" : available.ToString(System.Globalization.CultureInfo.InvariantCulture))}.");
+        return Enumerable.Range(first, Math.Min(count, available)).Select(Gpu).ToList();
+    }
+
     /// <summary>GPU <paramref name="i"/> if it exists, else the CPU (d2l's <c>try_gpu(i)</c>).</summary>
     public static Device TryGpu(int i = 0) => NumGpus() >= i + 1 ? Gpu(i) : Cpu();
 

@@ -483,8 +483,7 @@ internal static class OptimizerChecks
             "(a dry run) before creating the optimizer (6.4).", nameof(parameters));
     }
 
-    public static double LearningRate(double lr) =>
-        lr > 0 && double.IsFinite(lr) ? lr : throw new ArgumentOutOfRangeException(nameof(lr), lr, "The learning rate must be a positive, finite number.");
+    public static double LearningRate(double lr) => LearningRates.Check(lr, nameof(lr));
 
     public static double NonNegative(double value, string name) =>
         value >= 0 && double.IsFinite(value) ? value : throw new ArgumentOutOfRangeException(name, value, $"{name} must be a finite number ≥ 0.");

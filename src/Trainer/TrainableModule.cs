@@ -11,16 +11,15 @@ namespace MlNetGuide.Training;
 /// </summary>
 public abstract class TrainableModule : nn.Module<Tensor, Tensor>
 {
-    private readonly nn.Module<Tensor, Tensor> net;
+    private nn.Module<Tensor, Tensor>? net; // null once ReleaseNet handed it to a new owner
     private readonly Dictionary<string, (Tensor sum, int count)> _epochSums = [];
 
     /// <summary>Wraps <paramref name="net"/>. A module built this way trains on one device.</summary>
     protected TrainableModule(string name, nn.Module<Tensor, Tensor> net, double lr) : base(name)
     {
         ArgumentNullException.ThrowIfNull(net);
-        if (!(lr > 0) || double.IsInfinity(lr)) throw new ArgumentOutOfRangeException(nameof(lr), lr, "The learning rate must be a positive number.");
+        LearningRate = LearningRates.Check(lr, nameof(lr));
         this.net = net;
-        LearningRate = lr;
         register_module(nameof(net), net);
     }
 
@@ -32,13 +31,32 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>The wrapped network.</summary>
-    public nn.Module<Tensor, Tensor> Net => net;
+    /// <exception cref="InvalidOperationException">The net was handed over with <see cref="ReleaseNet"/>.</exception>
+    public nn.Module<Tensor, Tensor> Net => net ?? throw new InvalidOperationException($"This {GetType().Name}'s net was handed over with ReleaseNet.");
+
+    /// <summary>
+    /// Hands the network to the caller, who owns it from now on: it is no longer a submodule, so disposing this module
+    /// leaves it alive (what a product keeps after training, without the trainer's bookkeeping).
+    /// </summary>
+    public nn.Module<Tensor, Tensor> ReleaseNet()
+    {
+        var released = Net;
+        register_module(nameof(net), null!); // TorchSharp unregisters a submodule given null
+        net = null;
+        return released;
+    }
 
     /// <summary>Builds a fresh copy of the network's architecture, or null when the module was given a net instance.</summary>
     public Func<nn.Module<Tensor, Tensor>>? NetFactory { get; }
 
     /// <summary>Learning rate used by the default <see cref="ConfigureOptimizers"/>.</summary>
-    public double LearningRate { get; set; }
+    public double LearningRate
+    {
+        get => _learningRate;
+        set => _learningRate = LearningRates.Check(value, nameof(LearningRate));
+    }
+
+    private double _learningRate;
 
     /// <summary>Plotted training points per epoch (d2l: 2).</summary>
     public int PlotTrainPerEpoch { get; init; } = 2;
@@ -49,6 +67,12 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
     /// <summary>The board this module plots to.</summary>
     public ProgressBoard Board { get; } = new();
 
+    /// <summary>
+    /// Whether <see cref="Plot"/> draws on <see cref="Board"/> (d2l: always). With false, plotted values still reach the
+    /// epoch's means in <see cref="History"/>, and no board points are kept: for a caller nobody watches draw.
+    /// </summary>
+    public bool DrawsBoard { get; init; } = true;
+
     /// <summary>The trainer that prepared this module, or null.</summary>
     public Trainer? Trainer { get; internal set; }
 
@@ -56,7 +80,7 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
     public abstract Tensor Loss(Tensor yHat, Tensor y);
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor x) => net.call(x);
+    public override Tensor forward(Tensor x) => Net.call(x);
 
     /// <summary>Computes and plots the training loss of one batch; returns it for backward.</summary>
     public virtual Tensor TrainingStep(Batch batch)
@@ -118,7 +142,7 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
         using (no_grad())
         {
             // Two tiny device ops per step (one add into the board's sum, one into the epoch's); nothing is read here.
-            Board.Draw(x, value, label, n);
+            if (DrawsBoard) Board.Draw(x, value, label, n);
             _epochSums.TryGetValue(label, out var acc); // (null, 0) for the epoch's first value
             _epochSums[label] = (DeviceSum.Add(acc.sum, value), acc.count + 1);
         }
@@ -140,7 +164,7 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
     /// <summary>6.4 d2l's <c>apply_init</c>: a dry run with <paramref name="inputs"/>, then <paramref name="init"/> on the net.</summary>
     public TrainableModule ApplyInit(Tensor inputs, InitScheme? init = null)
     {
-        net.ApplyInit(inputs, init);
+        Net.ApplyInit(inputs, init);
         return this;
     }
 
@@ -167,15 +191,10 @@ public class Classifier : TrainableModule
     public Classifier(Func<nn.Module<Tensor, Tensor>> netFactory, double lr = 0.1) : base(nameof(Classifier), netFactory, lr) { }
 
     /// <inheritdoc />
-    public override Tensor Loss(Tensor yHat, Tensor y) => nn.functional.cross_entropy(yHat, y);
+    public override Tensor Loss(Tensor yHat, Tensor y) => Losses.CrossEntropy(yHat, y);
 
     /// <summary>Fraction of rows whose arg-max logit is the label (a one-element tensor on the logits' device).</summary>
-    public static Tensor Accuracy(Tensor yHat, Tensor y)
-    {
-        using var pred = yHat.argmax(-1);
-        using var hit = pred.eq(y.to_type(pred.dtype));
-        return hit.to_type(ScalarType.Float32).mean();
-    }
+    public static Tensor Accuracy(Tensor yHat, Tensor y) => Losses.Accuracy(yHat, y);
 
     /// <inheritdoc />
     public override void ValidationStep(Batch batch)
@@ -199,11 +218,7 @@ public class Regressor : TrainableModule
     public Regressor(Func<nn.Module<Tensor, Tensor>> netFactory, double lr = 0.01) : base(nameof(Regressor), netFactory, lr) { }
 
     /// <inheritdoc />
-    public override Tensor Loss(Tensor yHat, Tensor y)
-    {
-        using var flat = yHat.reshape(-1);
-        return nn.functional.mse_loss(flat, y.reshape(-1).to_type(flat.dtype));
-    }
+    public override Tensor Loss(Tensor yHat, Tensor y) => Losses.MeanSquaredError(yHat, y);
 }
 
 /// <summary>A binary classifier: one logit per row, binary cross-entropy against 0/1 targets, and accuracy.</summary>
@@ -216,12 +231,7 @@ public class BinaryClassifier : TrainableModule
     public BinaryClassifier(Func<nn.Module<Tensor, Tensor>> netFactory, double lr = 0.1) : base(nameof(BinaryClassifier), netFactory, lr) { }
 
     /// <inheritdoc />
-    public override Tensor Loss(Tensor yHat, Tensor y)
-    {
-        using var flat = yHat.reshape(-1);
-        using var target = y.reshape(-1).to_type(flat.dtype);
-        return nn.functional.binary_cross_entropy_with_logits(flat, target);
-    }
+    public override Tensor Loss(Tensor yHat, Tensor y) => Losses.BinaryCrossEntropyWithLogits(yHat, y);
 
     /// <inheritdoc />
     public override void ValidationStep(Batch batch)
@@ -229,9 +239,7 @@ public class BinaryClassifier : TrainableModule
         ArgumentNullException.ThrowIfNull(batch);
         using var yHat = call(batch.X);
         using var l = Loss(yHat, batch.Y);
-        using var pred = yHat.reshape(-1).gt(Scalars.Zero);
-        using var truth = batch.Y.reshape(-1).gt(Scalars.Half);
-        using var acc = pred.eq(truth).to_type(ScalarType.Float32).mean();
+        using var acc = Losses.BinaryAccuracy(yHat, batch.Y);
         Plot("loss", l, train: false);
         Plot("acc", acc, train: false);
     }

@@ -27,7 +27,7 @@ public sealed class Trainer : IDisposable
 
     /// <summary>d2l's <c>Trainer(max_epochs, num_gpus, gradient_clip_val)</c>. More GPUs than exist are clamped (and logged).</summary>
     public Trainer(int maxEpochs, int numGpus = 0, double gradientClipVal = 0, Action<string>? log = null)
-        : this(maxEpochs, ResolveGpus(numGpus, log), gradientClipVal, log)
+        : this(maxEpochs, Devices.TakeGpus(numGpus, log: log is null ? null : m => log("Trainer: " + m)), gradientClipVal, log)
     {
     }
 
@@ -40,18 +40,9 @@ public sealed class Trainer : IDisposable
         if (!(gradientClipVal >= 0) || double.IsInfinity(gradientClipVal))
             throw new ArgumentOutOfRangeException(nameof(gradientClipVal), gradientClipVal, "must be a finite number >= 0 (0 turns clipping off)");
         MaxEpochs = maxEpochs;
-        Gpus = devices.ToList();
+        TrainingDevices = devices.ToList();
         GradientClipVal = gradientClipVal;
         Log = log;
-    }
-
-    private static List<Device> ResolveGpus(int numGpus, Action<string>? log)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(numGpus);
-        int available = Devices.NumGpus();
-        if (numGpus > available)
-            log?.Invoke($"Trainer: {numGpus} GPU(s) requested, {available} available; using {(available == 0 ? "the CPU" : $"{available}")}.");
-        return Enumerable.Range(0, Math.Min(numGpus, available)).Select(Devices.Gpu).ToList();
     }
 
     /// <summary>Epochs <see cref="Fit(TrainableModule, DataModule, CancellationToken)"/> runs (fewer when <see cref="EarlyStopping"/> stops it).</summary>
@@ -101,11 +92,14 @@ public sealed class Trainer : IDisposable
     /// <summary>Scheduler steps taken since Fit began (what a checkpoint replays on resume).</summary>
     public int SchedulerSteps { get; private set; }
 
-    /// <summary>The devices in use (d2l's <c>self.gpus</c>); empty means the CPU.</summary>
-    public IReadOnlyList<Device> Gpus { get; }
+    /// <summary>
+    /// The devices training uses (d2l's <c>self.gpus</c>, which holds whatever devices it was given): the first holds the
+    /// model, any others hold data-parallel replicas; empty means the CPU.
+    /// </summary>
+    public IReadOnlyList<Device> TrainingDevices { get; }
 
-    /// <summary>Where the model and batches live: the first of <see cref="Gpus"/>, or the CPU.</summary>
-    public Device Device => Gpus.Count > 0 ? Gpus[0] : CPU;
+    /// <summary>Where the model and batches live: the first of <see cref="TrainingDevices"/>, or the CPU.</summary>
+    public Device Device => TrainingDevices.Count > 0 ? TrainingDevices[0] : CPU;
 
     /// <summary>Global L2-norm bound on the gradients; 0 turns clipping off.</summary>
     public double GradientClipVal { get; }
@@ -166,20 +160,20 @@ public sealed class Trainer : IDisposable
         ArgumentNullException.ThrowIfNull(model);
         model.Trainer = this;
         model.Board.XLim = (0, MaxEpochs);
-        if (Gpus.Count > 0) model.to(Gpus[0]);
+        if (TrainingDevices.Count > 0) model.to(TrainingDevices[0]);
         Model = model;
         foreach (var r in _replicas) r.Dispose();
         _replicas.Clear();
-        if (Gpus.Count > 1)
+        if (TrainingDevices.Count > 1)
         {
             if (model.NetFactory is null)
                 throw new InvalidOperationException(
-                    $"Training on {Gpus.Count} devices needs replicas of the net: build the {model.GetType().Name} with a net factory (e.g. new Classifier(() => new MLP(...))).");
+                    $"Training on {TrainingDevices.Count} devices needs replicas of the net: build the {model.GetType().Name} with a net factory (e.g. new Classifier(() => new MLP(...))).");
             model.Net.EnsureInitialized();
-            for (int i = 1; i < Gpus.Count; i++)
+            for (int i = 1; i < TrainingDevices.Count; i++)
             {
                 var replica = model.NetFactory();
-                replica.to(Gpus[i]);
+                replica.to(TrainingDevices[i]);
                 _replicas.Add(replica);
             }
             Broadcast();
@@ -254,7 +248,10 @@ public sealed class Trainer : IDisposable
             {
                 var watch = Stopwatch.StartNew();
                 FitEpoch(cancellationToken);
-                var values = new Dictionary<string, double>(model.TakeEpochMeans());
+                var means = model.TakeEpochMeans();
+                var values = new Dictionary<string, double>();
+                if (!means.ContainsKey("train_loss")) values["train_loss"] = EpochMeanLoss(); // the module did not plot it
+                foreach (var (key, value) in means) values[key] = value;
                 if (Scheduler is not null || Optim.ParamGroups is not null) values["lr"] = EpochLearningRate;
                 var metrics = new EpochMetrics(Epoch + 1, values, watch.Elapsed);
                 history.Add(metrics);
@@ -457,7 +454,7 @@ public sealed class Trainer : IDisposable
         Tensor total = zeros(1, device: Device).squeeze();
         for (int i = 0; i < k; i++)
         {
-            var dev = Gpus[i];
+            var dev = TrainingDevices[i];
             var x = xs[i].to(dev);
             var y = ys[i].to(dev);
             using var weight = ((double)x.shape[0] / batch.Size).ToScalar();
@@ -506,6 +503,16 @@ public sealed class Trainer : IDisposable
         using var noGrad = no_grad();
         using var slot = _stepLosses[i];
         slot.copy_(loss); // two device ops per step; nothing is read here
+    }
+
+    /// <summary>The mean of this epoch's training losses as recorded for the non-finite check (one host sync).</summary>
+    private double EpochMeanLoss()
+    {
+        int n = Math.Min((int)(_stepLosses?.shape[0] ?? 0), TrainBatchIdx - Epoch * NumTrainBatches);
+        if (n <= 0) return double.NaN;
+        using var window = _stepLosses!.narrow(0, 0, n);
+        using var mean = window.mean();
+        return mean.item<double>();
     }
 
     /// <summary>Reads the losses logged since the last check (one host sync) and names the first non-finite one.</summary>

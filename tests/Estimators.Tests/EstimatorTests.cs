@@ -203,35 +203,99 @@ public sealed class EstimatorTests : IDisposable
     }
 
     [Fact]
-    public void CursorsReuseInputBuffersSafely()
+    public void TransformRunsTheUpstreamOnceAndPassesEveryColumnThroughWithItsRow()
     {
         var ml = new MLContext(seed: 1);
         var data = KindData(ml, 100);
         using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions { Epochs = 1, ScoringBatchSize = 32 }).Fit(data);
-        var scored = model.Transform(data);
-        var expected = scored.GetColumn<float[]>("Score").ToList();
+        var expectedScores = model.Transform(data).GetColumn<float[]>("Score").ToList();
+        var counted = new RowCountingView(data);
+        var scored = model.Transform(counted);
+        // Score with every kind of pass-through column: a vector, a float, a bool, text, a key — and the row id.
+        var names = new[] { "Score", "Features", "Value", "Positive", "Kind", "Label" };
         long live = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        // Sequential passes reuse one buffer: nothing accumulates.
-        for (int pass = 0; pass < 20; pass++) Assert.Equal(expected, scored.GetColumn<float[]>("Score").ToList());
-        Assert.Equal(live, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-        // A cursor disposed twice gives its buffer back once: two cursors open together never share one.
-        var score = scored.Schema["Score"];
-        scored.GetRowCursor([score]).Dispose();
-        var twice = scored.GetRowCursor([score]);
-        twice.Dispose();
-        twice.Dispose();
-        long beforeOpen = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-        using var a = scored.GetRowCursor([score]);
-        using var b = scored.GetRowCursor([score]);
-        Assert.Equal(beforeOpen + 1, DisposeScopeManager.Statistics.ThreadTotalLiveCount); // one reused buffer, one new
-        var (getA, getB) = (a.GetGetter<VBuffer<float>>(score), b.GetGetter<VBuffer<float>>(score));
+        var inputRows = data.Preview(100).RowView;
+        using (var cursor = scored.GetRowCursor(names.Select(n => scored.Schema[n])))
+        using (var reference = data.GetRowCursor(data.Schema))
+        {
+            var score = cursor.GetGetter<VBuffer<float>>(scored.Schema["Score"]);
+            var features = cursor.GetGetter<VBuffer<float>>(scored.Schema["Features"]);
+            var value = cursor.GetGetter<float>(scored.Schema["Value"]);
+            var positive = cursor.GetGetter<bool>(scored.Schema["Positive"]);
+            var kind = cursor.GetGetter<ReadOnlyMemory<char>>(scored.Schema["Kind"]);
+            var label = cursor.GetGetter<uint>(scored.Schema["Label"]);
+            var id = cursor.GetIdGetter();
+            var referenceId = reference.GetIdGetter();
+            VBuffer<float> s = default, f = default;
+            float v = 0; bool p = false; ReadOnlyMemory<char> k = default; uint l = 0;
+            DataViewRowId rowId = default, expectedId = default;
+            int row = 0;
+            for (; cursor.MoveNext(); row++)
+            {
+                Assert.True(reference.MoveNext());
+                score(ref s); features(ref f); value(ref v); positive(ref p); kind(ref k); label(ref l); id(ref rowId); referenceId(ref expectedId);
+                var input = inputRows[row].Values.ToDictionary(kv => kv.Key, kv => kv.Value);
+                Assert.Equal(row, cursor.Position);
+                Assert.Equal(expectedScores[row], s.DenseValues().ToArray());
+                Assert.Equal(((VBuffer<float>)input["Features"]).DenseValues().ToArray(), f.DenseValues().ToArray());
+                Assert.Equal((float)input["Value"], v);
+                Assert.Equal((bool)input["Positive"], p);
+                Assert.Equal(input["Kind"].ToString(), k.ToString());
+                Assert.Equal((uint)input["Label"], l);
+                Assert.Equal(expectedId, rowId);
+            }
+            Assert.Equal(100, row); // 32 + 32 + 32 + 4: every batch, the last one partial
+        }
+        Assert.Equal(100, counted.RowsRead); // one pass over the upstream, not one per cursor
+        Assert.Equal(live, DisposeScopeManager.Statistics.ThreadTotalLiveCount); // the cursor's batch tensor went with it
+
+        // Two cursors open at once each have their own batch: interleaved, both read the right scores.
+        var scoreColumn = scored.Schema["Score"];
+        using var a = scored.GetRowCursor([scoreColumn]);
+        using var b = scored.GetRowCursor([scoreColumn]);
+        var (getA, getB) = (a.GetGetter<VBuffer<float>>(scoreColumn), b.GetGetter<VBuffer<float>>(scoreColumn));
         VBuffer<float> va = default, vb = default;
         for (int row = 0; a.MoveNext() && b.MoveNext(); row++)
         {
             getA(ref va);
             getB(ref vb);
-            Assert.Equal(expected[row], va.DenseValues().ToArray());
-            Assert.Equal(expected[row], vb.DenseValues().ToArray());
+            Assert.Equal(expectedScores[row], va.DenseValues().ToArray());
+            Assert.Equal(expectedScores[row], vb.DenseValues().ToArray());
+        }
+    }
+
+    /// <summary>Counts the rows every cursor over it reads: how many times the upstream pipeline ran per row.</summary>
+    private sealed class RowCountingView(IDataView inner) : IDataView
+    {
+        private long _rows;
+        public long RowsRead => Interlocked.Read(ref _rows);
+        public bool CanShuffle => inner.CanShuffle;
+        public DataViewSchema Schema => inner.Schema;
+        public long? GetRowCount() => inner.GetRowCount();
+        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) =>
+            new Counting(this, inner.GetRowCursor(columnsNeeded, rand));
+        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
+            [GetRowCursor(columnsNeeded, rand)];
+
+        private sealed class Counting(RowCountingView owner, DataViewRowCursor cursor) : DataViewRowCursor
+        {
+            public override DataViewSchema Schema => cursor.Schema;
+            public override long Position => cursor.Position;
+            public override long Batch => cursor.Batch;
+            public override bool IsColumnActive(DataViewSchema.Column column) => cursor.IsColumnActive(column);
+            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) => cursor.GetGetter<TValue>(column);
+            public override ValueGetter<DataViewRowId> GetIdGetter() => cursor.GetIdGetter();
+            public override bool MoveNext()
+            {
+                if (!cursor.MoveNext()) return false;
+                Interlocked.Increment(ref owner._rows);
+                return true;
+            }
+            protected override void Dispose(bool disposing)
+            {
+                if (disposing) cursor.Dispose();
+                base.Dispose(disposing);
+            }
         }
     }
 

@@ -1,10 +1,15 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using System.Runtime.CompilerServices;
 using MlNetGuide.Modules;
+using TorchSharp;
 
 namespace MlNetGuide.Estimators.Tests;
 
-/// <summary>A disposed transformer says so, wherever it is used; it never writes a model that cannot be loaded.</summary>
+/// <summary>
+/// A fitted transformer owns its network and nothing else of the training run; a disposed one says so, wherever it is
+/// used, and never writes a model that cannot be loaded.
+/// </summary>
 public class LifecycleTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("mlnetguide-lifecycle-").FullName;
@@ -56,5 +61,38 @@ public class LifecycleTests : IDisposable
         Assert.Equal(40, loaded.Transform(data).GetColumn<float>("Score").Count());
         network.Dispose();
         Assert.Throws<ObjectDisposedException>(() => loaded.Transform(data).GetColumn<float>("Score").ToArray());
+    }
+
+    [Theory]
+    [InlineData(1024)] // rows read into memory once
+    [InlineData(0)]    // rows streamed from the data view every epoch
+    public void AfterFitTheModelHoldsOnlyItsNetworkAndOneDisposeReleasesIt(int inMemoryLimitMB)
+    {
+        long baseline = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        var (model, trainingData) = FitAndDropTheData(inMemoryLimitMB);
+        for (int i = 0; i < 3 && trainingData.IsAlive; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Assert.False(trainingData.IsAlive, "the fitted model still references the training data view");
+        // MLP 3-8-1: two weights and two biases are the only tensors left alive (no optimizer state, loaders, metric sums).
+        Assert.Equal(4, model.Scorer.Module.parameters().Count());
+        Assert.Equal(baseline + 4, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Single(model.History!.Epochs); // the metrics stay, as plain numbers
+        model.Dispose();
+        Assert.Equal(baseline, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)] // so that no local of the caller keeps the data view alive
+    private static (NeuralNetworkTransformer model, WeakReference trainingData) FitAndDropTheData(int inMemoryLimitMB)
+    {
+        var ml = new MLContext(seed: 1);
+        var data = Synthetic.Data(ml, 40);
+        var model = ml.Regression.Trainers.NeuralNetwork(new RegressionNeuralNetworkOptions
+        {
+            LabelColumnName = "Value", Architecture = NetworkArchitecture.Mlp(8), Epochs = 1, InMemoryLimitMB = inMemoryLimitMB,
+        }).Fit(data);
+        return (model, new WeakReference(data));
     }
 }

@@ -53,7 +53,7 @@ public class TrainerTests
     {
         var log = new List<string>();
         using var trainer = new Trainer(maxEpochs: 1, numGpus: 4, log: log.Add);
-        Assert.Empty(trainer.Gpus);
+        Assert.Empty(trainer.TrainingDevices);
         Assert.Equal(DeviceType.CPU, trainer.Device.type);
         Assert.Contains(log, l => l.Contains("4 GPU(s) requested, 0 available"));
     }
