@@ -122,6 +122,21 @@ public sealed class FileIOTests : IDisposable
     }
 
     [Fact]
+    public void ReadsTheChaptersTensorAndListWrittenByPyTorch()
+    {
+        // Written by PyTorch 1.13.1: torch.save(torch.arange(4), 'x-file.pth'); torch.save([x, torch.zeros(4)], 'x-files.pth').
+        // Their pickles hold a bare tensor and a list, not a dict; we read them as keys "0", "1".
+        using var x = TensorIO.Load(TestData("x-file.pth"));
+        Assert.Equal(ScalarType.Int64, x.dtype);
+        Assert.Equal(new long[] { 0, 1, 2, 3 }, x.data<long>().ToArray());
+        var list = TensorIO.LoadList(TestData("x-files.pth"));
+        Assert.Equal(2, list.Count);
+        Assert.Equal(new long[] { 0, 1, 2, 3 }, list[0].data<long>().ToArray());
+        Assert.Equal(new float[] { 0, 0, 0, 0 }, list[1].data<float>().ToArray());
+        foreach (var t in list) t.Dispose();
+    }
+
+    [Fact]
     public void PyTorchFilesWeWriteAreStructurallyValid()
     {
         var shared = nn.Linear(2, 2);

@@ -2,7 +2,7 @@ using System.Diagnostics;
 
 namespace MlNetGuide.Tests.Shared;
 
-/// <summary>Runs the probe (tests/Probe) as a second process.</summary>
+/// <summary>Runs the probe (tests/Probe), an app built beside the tests, or another program as a second process.</summary>
 internal static class ChildProcess
 {
     // Children are bounded by their work (steps, rows), not by time: this only stops a hung child from hanging the
@@ -42,6 +42,22 @@ internal static class ChildProcess
         {
             p.Kill(entireProcessTree: true);
             throw new TimeoutException($"{dll} {string.Join(' ', args)} did not finish in {HangGuardMinutes} minutes (a hang guard, not a time limit)");
+        }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>Runs any program (e.g. /usr/bin/python3) with the same hang guard; returns (exit code, stdout, stderr).</summary>
+    public static (int exitCode, string stdout, string stderr) RunProgram(string fileName, params string[] args)
+    {
+        var psi = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {fileName}");
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(HangGuardMinutes)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{fileName} {string.Join(' ', args)} did not finish in {HangGuardMinutes} minutes (a hang guard, not a time limit)");
         }
         return (p.ExitCode, stdout.Result, stderr.Result);
     }

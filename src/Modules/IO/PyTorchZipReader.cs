@@ -6,7 +6,8 @@ namespace MlNetGuide.Modules;
 /// <summary>
 /// Reads a state dict from PyTorch's zip format (<c>torch.save</c>: <c>&lt;folder&gt;/data.pkl</c> plus one raw entry
 /// <c>&lt;folder&gt;/data/&lt;key&gt;</c> per storage) without trusting it. The pickle is evaluated by
-/// <see cref="PickleReader"/>, which executes nothing; the result must be a dict of name → tensor; and every storage,
+/// <see cref="PickleReader"/>, which executes nothing; the result must be a dict of name → tensor (or a tensor, or a list of
+/// tensors, read as "0", "1", …); and every storage,
 /// shape, stride and offset is checked against the zip's entries and the byte budget before the first tensor is
 /// allocated. Only then is one tensor per storage read straight from its entry, and each name gets its own contiguous
 /// tensor.
@@ -112,12 +113,20 @@ internal static class PyTorchZipReader
             throw new InvalidDataException($"'{pkl.FullName}' declares {pkl.Length} bytes, more than the {cap} bytes a pickle may have");
         var root = PickleReader.Evaluate(ReadEntry(pkl, cap));
 
-        if (root is not PyDict dict)
-            throw new InvalidDataException($"the pickle holds {PickleReader.Describe(root)}, not a dict of name → tensor (a state dict)");
+        // torch.save(x) and torch.save([x, y]) pickle a bare tensor and a list: read them as keys "0", "1", …, the
+        // layout TensorIO.Load and LoadList expect (and TensorIO.Save and SaveList write).
+        var items = root switch
+        {
+            PyDict d => d.Items,
+            PyList l => Indexed(l.Items),
+            PyTuple t => Indexed(t.Items),
+            PyCall => Indexed([root]),
+            _ => throw new InvalidDataException($"the pickle holds {PickleReader.Describe(root)}, not a dict of name → tensor (a state dict), a tensor or a list of tensors"),
+        };
         var storages = new Dictionary<string, StorageRef>(StringComparer.Ordinal);
         var names = new HashSet<string>(StringComparer.Ordinal);
-        var tensors = new List<TensorRef>(dict.Items.Count);
-        foreach (var (k, v) in dict.Items)
+        var tensors = new List<TensorRef>(items.Count);
+        foreach (var (k, v) in items)
         {
             if (k is not string name)
                 throw new InvalidDataException($"a key is {PickleReader.Describe(k)}, not a string (a state dict is keyed by name)");
@@ -139,6 +148,9 @@ internal static class PyTorchZipReader
                 $"the tensors need {Bytes(AddWithin(storageBytes, copyBytes))} bytes ({storageBytes} in {storages.Count} storages, {Bytes(copyBytes)} in copies), more than the load budget of {budget} bytes (LoadLimits.MaxLoadBytes)");
         return tensors;
     }
+
+    private static List<KeyValuePair<object?, object?>> Indexed(IReadOnlyList<object?> values) =>
+        values.Select((v, i) => new KeyValuePair<object?, object?>(i.ToString(System.Globalization.CultureInfo.InvariantCulture), v)).ToList();
 
     private static TensorRef ParseTensor(string name, object? value, ZipArchive archive, string folder, Dictionary<string, StorageRef> storages)
     {

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using MlNetGuide.Tests.Shared;
 using System.IO.Compression;
 using Google.Protobuf;
 using Microsoft.ML;
@@ -168,31 +168,14 @@ internal static class OnnxChecker
             print("ok " + os.path.basename(path), flush=True)
         """;
 
-    // Debian's python3-onnx lives in the system interpreter; a pyenv or venv python3 earlier on PATH may not see it.
-    private static readonly Lazy<string?> Python = new(() =>
-        new[] { "/usr/bin/python3", "python3" }.FirstOrDefault(p => Run(p, ["-c", "import onnx"]).exit == 0));
+    public static bool Available() => SystemPython.With("onnx") is not null;
 
-    public static bool Available() => Python.Value is not null;
-
-    public static (int exit, string output) Check(string dir) =>
-        Python.Value is { } python ? Run(python, ["-c", Script, dir]) : (-1, "no python3 that can import onnx: install python3-onnx (apt) or onnx (pip)");
-
-    private static (int exit, string output) Run(string python, string[] args)
+    public static (int exit, string output) Check(string dir)
     {
-        try
-        {
-            var psi = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in args) psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            var stdout = p.StandardOutput.ReadToEndAsync();
-            var stderr = p.StandardError.ReadToEndAsync();
-            if (!p.WaitForExit(TimeSpan.FromMinutes(10))) { p.Kill(true); return (-1, "python3 hung (a hang guard, not a time limit)"); }
-            return (p.ExitCode, stdout.Result + stderr.Result);
-        }
-        catch (System.ComponentModel.Win32Exception ex)
-        {
-            return (-1, $"python3 not found: {ex.Message}");
-        }
+        if (SystemPython.With("onnx") is not { } python)
+            return (-1, "no python3 that can import onnx: install python3-onnx (apt) or onnx (pip)");
+        var (exit, stdout, stderr) = ChildProcess.RunProgram(python, "-c", Script, dir);
+        return (exit, stdout + stderr);
     }
 }
 
@@ -201,13 +184,5 @@ internal static class OnnxChecker
 /// CI (CI=true, or MLNETGUIDE_REQUIRE_ONNX_CHECKER=1 as .ci/run sets), where it runs and fails, so that a CI machine
 /// without the checker cannot pass silently.
 /// </summary>
-public sealed class OnnxCheckerFactAttribute : FactAttribute
-{
-    public OnnxCheckerFactAttribute()
-    {
-        bool ci = string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase)
-            || Environment.GetEnvironmentVariable("MLNETGUIDE_REQUIRE_ONNX_CHECKER") == "1";
-        if (!ci && !OnnxChecker.Available())
-            Skip = "python3-onnx is not installed (sudo apt-get install python3-onnx, or pip install onnx): the ONNX reference checker cannot run. Under CI=true this test fails instead.";
-    }
-}
+public sealed class OnnxCheckerFactAttribute() : SystemPythonFactAttribute("onnx", "MLNETGUIDE_REQUIRE_ONNX_CHECKER",
+    "python3-onnx is not installed (sudo apt-get install python3-onnx, or pip install onnx): the ONNX reference checker cannot run");
