@@ -6,10 +6,25 @@ namespace MlNetGuide.Estimators;
 /// <summary>Schema checks at the public boundary, and typed readers for the columns that pass them.</summary>
 internal static class ColumnChecks
 {
+    /// <summary>What the feature column must hold (the words every schema error uses).</summary>
+    public const string FeaturesExpected = "a known-size vector of Single";
+
+    /// <summary>What the label column must hold for <paramref name="task"/> (the words every schema error uses).</summary>
+    public static string LabelExpected(NeuralTask task, string name) => task switch
+    {
+        NeuralTask.MulticlassClassification => $"a key type (add ml.Transforms.Conversion.MapValueToKey(\"{name}\"))",
+        NeuralTask.BinaryClassification => "Boolean",
+        _ => "Single",
+    };
+
+    /// <summary>The error for a column that is not there, listing the columns that are.</summary>
+    public static SchemaMismatchException Missing(string name, string expected, IEnumerable<string> available) =>
+        new(name, $"a column of type {expected}", $"no such column (the data has {string.Join(", ", available.Select(c => $"'{c}'"))})");
+
     /// <summary>The feature column: a known-size vector of Single, or one Single.</summary>
     public static (DataViewSchema.Column column, int width) Features(DataViewSchema schema, string name)
     {
-        var column = Find(schema, name, "a known-size vector of Single");
+        var column = Find(schema, name, FeaturesExpected);
         switch (column.Type)
         {
             case VectorDataViewType { ItemType: var item, Size: > 0 } v when item == NumberDataViewType.Single:
@@ -17,9 +32,9 @@ internal static class ColumnChecks
             case var t when t == NumberDataViewType.Single:
                 return (column, 1);
             case VectorDataViewType { Size: 0 }:
-                throw new SchemaMismatchException(name, "a known-size vector of Single", "a vector of unknown size");
+                throw new SchemaMismatchException(name, FeaturesExpected, "a vector of unknown size");
             default:
-                throw new SchemaMismatchException(name, "a known-size vector of Single", Describe(column.Type));
+                throw new SchemaMismatchException(name, FeaturesExpected, Describe(column.Type));
         }
     }
 
@@ -40,9 +55,9 @@ internal static class ColumnChecks
         {
             case NeuralTask.MulticlassClassification:
             {
-                var column = Find(schema, name, "a key type (use MapValueToKey)");
+                var column = Find(schema, name, LabelExpected(task, name));
                 if (column.Type is not KeyDataViewType key)
-                    throw new SchemaMismatchException(name, "a key type (add ml.Transforms.Conversion.MapValueToKey(\"" + name + "\"))", Describe(column.Type));
+                    throw new SchemaMismatchException(name, LabelExpected(task, name), Describe(column.Type));
                 if (key.Count is 0 or > int.MaxValue)
                     throw new SchemaMismatchException(name, "a key type with a known number of classes", Describe(column.Type));
                 if (key.Count < 2)
@@ -52,16 +67,16 @@ internal static class ColumnChecks
             }
             case NeuralTask.BinaryClassification:
             {
-                var column = Find(schema, name, "Boolean");
+                var column = Find(schema, name, LabelExpected(task, name));
                 if (column.Type != BooleanDataViewType.Instance)
-                    throw new SchemaMismatchException(name, "Boolean", Describe(column.Type));
+                    throw new SchemaMismatchException(name, LabelExpected(task, name), Describe(column.Type));
                 return column;
             }
             default:
             {
-                var column = Find(schema, name, "Single");
+                var column = Find(schema, name, LabelExpected(task, name));
                 if (column.Type != NumberDataViewType.Single)
-                    throw new SchemaMismatchException(name, "Single", Describe(column.Type));
+                    throw new SchemaMismatchException(name, LabelExpected(task, name), Describe(column.Type));
                 return column;
             }
         }
@@ -144,13 +159,7 @@ internal static class ColumnChecks
     private static DataViewSchema.Column Find(DataViewSchema schema, string name, string expected)
     {
         ArgumentNullException.ThrowIfNull(schema);
-        var column = schema.GetColumnOrNull(name);
-        if (column is null)
-        {
-            var names = string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}'"));
-            throw new SchemaMismatchException(name, $"a column of type {expected}", $"no such column (the data has {names})");
-        }
-        return column.Value;
+        return schema.GetColumnOrNull(name) ?? throw Missing(name, expected, schema.Where(c => !c.IsHidden).Select(c => c.Name));
     }
 
     public static string Describe(DataViewType type) => type switch

@@ -67,29 +67,48 @@ public sealed record NetworkArchitecture
         return Custom(name, hiddenWidths);
     }
 
-    internal static readonly HashSet<string> BuiltIns = ["mlp", "lazy-mlp", "chapter-mlp", "lenet", "lenet-book"];
+    /// <summary>The built-in families; everything else is a registered module.</summary>
+    private enum Family { Mlp, LazyMlp, ChapterMlp, LeNet, LeNetBook, Registered }
+
+    /// <summary>The one map from a built-in name to what it builds (names are what configs and zips store).</summary>
+    private static readonly Dictionary<string, Family> BuiltInNames = new()
+    {
+        ["mlp"] = Family.Mlp, ["lazy-mlp"] = Family.LazyMlp, ["chapter-mlp"] = Family.ChapterMlp,
+        ["lenet"] = Family.LeNet, ["lenet-book"] = Family.LeNetBook,
+    };
+
+    internal static IReadOnlyCollection<string> BuiltIns => BuiltInNames.Keys;
+
+    private Family Kind => BuiltInNames.GetValueOrDefault(Name, Family.Registered);
 
     /// <summary>The architecture a saved model's config names (built-in names, else a registered module).</summary>
-    internal static NetworkArchitecture FromConfig(string name, int[] widths) => name switch
+    internal static NetworkArchitecture FromConfig(string name, int[] widths)
     {
-        "mlp" => Mlp(widths),
-        "lazy-mlp" => LazyMlp(widths),
-        "chapter-mlp" => ChapterMlp(),
-        "lenet" or "lenet-book" when widths.Length == 3 => LeNet(widths[0], widths[1], widths[2], name == "lenet" ? LeNetStyle.Modern : LeNetStyle.Book),
-        "lenet" or "lenet-book" => throw new ArgumentException($"a LeNet config needs the image shape (C, H, W); found [{string.Join(", ", widths)}]"),
-        _ => Custom(name, widths),
-    };
+        var kind = BuiltInNames.GetValueOrDefault(name, Family.Registered);
+        if (kind is Family.LeNet or Family.LeNetBook && widths.Length != 3)
+            throw new ArgumentException($"a LeNet config needs the image shape (C, H, W); found [{string.Join(", ", widths)}]");
+        return kind switch
+        {
+            Family.Mlp => Mlp(widths),
+            Family.LazyMlp => LazyMlp(widths),
+            Family.ChapterMlp => ChapterMlp(),
+            Family.LeNet or Family.LeNetBook => LeNet(widths[0], widths[1], widths[2], LeNetStyleOf(kind)),
+            _ => Custom(name, widths),
+        };
+    }
+
+    private static LeNetStyle LeNetStyleOf(Family kind) => kind == Family.LeNetBook ? LeNetStyle.Book : LeNetStyle.Modern;
 
     /// <summary>Builds a fresh, untrained module for the request.</summary>
     internal nn.Module<Tensor, Tensor> Build(int inputs, int outputs)
     {
         var request = new ModuleRequest(inputs, outputs, HiddenWidths);
-        return Name switch
+        return Kind switch
         {
-            "mlp" => BuildMlp(request, lazy: false),
-            "lazy-mlp" => BuildMlp(request, lazy: true),
-            "chapter-mlp" => new MLP(HiddenWidths[0], outputs),
-            "lenet" or "lenet-book" => BuildLeNet(inputs, outputs),
+            Family.Mlp => BuildMlp(request, lazy: false),
+            Family.LazyMlp => BuildMlp(request, lazy: true),
+            Family.ChapterMlp => new MLP(HiddenWidths[0], outputs),
+            Family.LeNet or Family.LeNetBook => BuildLeNet(inputs, outputs),
             _ => NeuralModuleRegistry.Create(Name, request),
         };
     }
@@ -101,7 +120,7 @@ public sealed record NetworkArchitecture
             throw new ArgumentException(
                 $"{this} takes images of {c}x{h}x{w} = {(long)c * h * w} values; the feature column has {inputs}. " +
                 "Pass the image shape: NetworkArchitecture.LeNet(channels, height, width).");
-        return new LeNet(outputs, c, h, w, Name == "lenet" ? LeNetStyle.Modern : LeNetStyle.Book);
+        return new LeNet(outputs, c, h, w, LeNetStyleOf(Kind));
     }
 
     /// <summary>
@@ -112,7 +131,7 @@ public sealed record NetworkArchitecture
     /// </summary>
     internal long MinimumParameterBytes(int inputs, int outputs)
     {
-        if (Name is "mlp" or "lazy-mlp" or "chapter-mlp")
+        if (Kind is Family.Mlp or Family.LazyMlp or Family.ChapterMlp)
         {
             try
             {
@@ -129,7 +148,7 @@ public sealed record NetworkArchitecture
                 return long.MaxValue;
             }
         }
-        if (Name is "lenet" or "lenet-book")
+        if (Kind is Family.LeNet or Family.LeNetBook)
         {
             try { return checked(Modules.LeNet.ParameterCount(outputs, HiddenWidths[0], HiddenWidths[1], HiddenWidths[2]) * sizeof(float)); }
             catch (OverflowException) { return long.MaxValue; }

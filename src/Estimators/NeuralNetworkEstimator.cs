@@ -58,25 +58,25 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         var o = _options;
-        var features = Find(inputSchema, o.FeatureColumnName);
+        var features = Find(inputSchema, o.FeatureColumnName, ColumnChecks.FeaturesExpected);
         if (features.ItemType != NumberDataViewType.Single || features.Kind == SchemaShape.Column.VectorKind.VariableVector || features.IsKey)
-            throw new SchemaMismatchException(o.FeatureColumnName, "a known-size vector of Single", $"{features.Kind} of {features.ItemType}{(features.IsKey ? " (key)" : "")}");
-        var label = Find(inputSchema, o.LabelColumnName);
+            throw new SchemaMismatchException(o.FeatureColumnName, ColumnChecks.FeaturesExpected, $"{features.Kind} of {features.ItemType}{(features.IsKey ? " (key)" : "")}");
+        string labelExpected = ColumnChecks.LabelExpected(o.Task, o.LabelColumnName);
+        var label = Find(inputSchema, o.LabelColumnName, labelExpected);
         KeyValues? keyValues = null;
         int outputs = 1;
         switch (o.Task)
         {
             case NeuralTask.MulticlassClassification when !label.IsKey:
-                throw new SchemaMismatchException(o.LabelColumnName, "a key type (add ml.Transforms.Conversion.MapValueToKey)", $"{label.ItemType}");
+                throw new SchemaMismatchException(o.LabelColumnName, labelExpected, $"{label.ItemType}");
             case NeuralTask.MulticlassClassification:
                 outputs = 2; // the count is unknown in a SchemaShape; only the column types matter here
                 if (label.Annotations.LastOrDefault(c => c.Name == KeyValues.KeyValuesKind) is { Name: not null } kv && kv.ItemType is PrimitiveDataViewType item)
                     keyValues = KeyValues.Placeholder(item);
                 break;
             case NeuralTask.BinaryClassification when label.ItemType != BooleanDataViewType.Instance || label.Kind != SchemaShape.Column.VectorKind.Scalar:
-                throw new SchemaMismatchException(o.LabelColumnName, "Boolean", $"{label.Kind} of {label.ItemType}");
             case NeuralTask.Regression when label.ItemType != NumberDataViewType.Single || label.Kind != SchemaShape.Column.VectorKind.Scalar:
-                throw new SchemaMismatchException(o.LabelColumnName, "Single", $"{label.Kind} of {label.ItemType}");
+                throw new SchemaMismatchException(o.LabelColumnName, labelExpected, $"{label.Kind} of {label.ItemType}");
         }
         // Describe our output columns with a real schema and let ML.NET turn it into a shape (see MlNetInternals).
         var builder = new DataViewSchema.Builder();
@@ -86,10 +86,8 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         return new SchemaShape(inputSchema.Where(c => !names.Contains(c.Name)).Concat(added));
     }
 
-    private static SchemaShape.Column Find(SchemaShape schema, string name) =>
-        schema.LastOrDefault(c => c.Name == name) is { Name: not null } col
-            ? col
-            : throw new SchemaMismatchException(name, "a column of that name", $"no such column (the data has {string.Join(", ", schema.Select(c => $"'{c.Name}'"))})");
+    private static SchemaShape.Column Find(SchemaShape schema, string name, string expected) =>
+        schema.LastOrDefault(c => c.Name == name) is { Name: not null } col ? col : throw ColumnChecks.Missing(name, expected, schema.Select(c => c.Name));
 
     /// <summary>Validates the data, builds and initializes the network, and trains it.</summary>
     /// <exception cref="SchemaMismatchException">A column is missing, mistyped, or holds an unusable value.</exception>

@@ -41,10 +41,16 @@ public class CustomLayersTests
     [Fact]
     public void NetOfMyLinearsMapsSixtyFourToOne()
     {
-        using var net = nn.Sequential(new MyLinear(64, 8), new MyLinear(8, 1));
+        // 6.5: net = nn.Sequential(MyLinear(64, 8), MyLinear(8, 1)); each layer is relu(X W + b), so the net is their composition.
+        var (first, second) = (new MyLinear(64, 8), new MyLinear(8, 1));
+        using var net = nn.Sequential(first, second);
         using var x = rand(2, 64);
         using var y = net.call(x);
         Assert.Equal(new long[] { 2, 1 }, y.shape);
+        using var hidden = nn.functional.relu(x.matmul(first.weight) + first.bias);
+        using var expected = nn.functional.relu(hidden.matmul(second.weight) + second.bias);
+        TensorAssert.Close(expected, y);
+        Assert.True(TensorAssert.Values(hidden).Any(v => v > 0)); // not a net that maps everything to 0
     }
 
     [Fact]
