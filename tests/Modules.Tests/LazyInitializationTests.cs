@@ -67,13 +67,15 @@ public class LazyInitializationTests
     [Fact]
     public void LazilyCreatedParametersReachOptimizersStateDictAndSurviveScopes()
     {
-        using var net = nn.Sequential(new LazyLinear(4), nn.ReLU(), new LazyLinear(1));
+        // No ReLU between them: with random weights all four hidden units can be dead for the batch (about 1 run in 16),
+        // and then the first layer's weights rightly get no gradient.
+        using var net = nn.Sequential(new LazyLinear(4), new LazyLinear(1));
         using (var scope = NewDisposeScope())
         {
             net.call(rand(3, 6)).Dispose(); // dry run inside a scope that disposes everything it saw
         }
         Assert.False(((LazyLinear)net[0]).weight.IsInvalid);
-        Assert.Equal(new[] { "0.weight", "0.bias", "2.weight", "2.bias" }, net.state_dict().Keys);
+        Assert.Equal(new[] { "0.weight", "0.bias", "1.weight", "1.bias" }, net.state_dict().Keys);
         using var opt = optim.SGD(net.parameters(), 0.1);
         var before = TensorAssert.Values(((LazyLinear)net[0]).weight);
         using var x = rand(3, 6);
