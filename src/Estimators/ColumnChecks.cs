@@ -118,8 +118,11 @@ internal static class ColumnChecks
         };
     }
 
-    /// <summary>Reads a label as a float: the class index (key − 1) for multiclass, 0/1 for binary, the value for regression.</summary>
-    public static Func<long, float> LabelReader(DataViewRow row, DataViewSchema.Column column, NeuralTask task)
+    /// <summary>
+    /// Reads a label as a double — exact for every class index (key − 1, up to 2³¹) and every float value: the class
+    /// index for multiclass, 0/1 for binary, the value for regression. The batch makes it int64 or float32 once.
+    /// </summary>
+    public static Func<long, double> LabelReader(DataViewRow row, DataViewSchema.Column column, NeuralTask task)
     {
         switch (task)
         {
@@ -139,7 +142,7 @@ internal static class ColumnChecks
             {
                 var getter = row.GetGetter<bool>(column);
                 bool value = false;
-                return _ => { getter(ref value); return value ? 1f : 0f; };
+                return _ => { getter(ref value); return value ? 1 : 0; };
             }
             default:
             {

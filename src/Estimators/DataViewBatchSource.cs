@@ -174,7 +174,7 @@ internal sealed class DataViewBatchSource : IDisposable
         while (true)
         {
             var x = empty(b, f).DetachFromDisposeScope();
-            var y = new float[b];
+            var y = new double[b];
             int n = 0;
             try
             {
@@ -202,7 +202,7 @@ internal sealed class DataViewBatchSource : IDisposable
     {
         int f = FeatureCount, b = _options.BatchSize, window = b * WindowBatches;
         var rowsX = new float[window * f];
-        var rowsY = new float[window];
+        var rowsY = new double[window];
         var order = new int[window];
         using var rows = new RowReader(this, null, readFeatures: true);
         bool more = true;
@@ -222,7 +222,7 @@ internal sealed class DataViewBatchSource : IDisposable
                 int n = Math.Min(b, filled - start);
                 var x = empty(n, f).DetachFromDisposeScope();
                 var memory = MemoryMarshal.Cast<byte, float>(x.bytes);
-                var y = new float[n];
+                var y = new double[n];
                 for (int i = 0; i < n; i++)
                 {
                     int src = order[start + i];
@@ -234,7 +234,7 @@ internal sealed class DataViewBatchSource : IDisposable
         }
     }
 
-    private Batch MakeBatch(Tensor x, float[] y, int n) =>
+    private Batch MakeBatch(Tensor x, double[] y, int n) =>
         new(FirstRows(x, n), Labels(y, n, _options.Task == NeuralTask.MulticlassClassification));
 
     /// <summary>The first <paramref name="rows"/> rows of <paramref name="x"/>, which it replaces (a view keeps the storage alive).</summary>
@@ -247,12 +247,17 @@ internal sealed class DataViewBatchSource : IDisposable
     }
 
     /// <summary>The first <paramref name="n"/> labels as the loss reads them: int64 class indices for multiclass, else float32.</summary>
-    private static Tensor Labels(float[] y, int n, bool classIndices)
+    private static Tensor Labels(double[] y, int n, bool classIndices)
     {
-        if (!classIndices) return tensor(n == y.Length ? y : y[..n], new long[] { n }).DetachFromDisposeScope();
-        var classes = new long[n];
-        for (int i = 0; i < n; i++) classes[i] = (long)y[i];
-        return tensor(classes, new long[] { n }).DetachFromDisposeScope();
+        if (classIndices)
+        {
+            var classes = new long[n];
+            for (int i = 0; i < n; i++) classes[i] = (long)y[i];
+            return tensor(classes, new long[] { n }).DetachFromDisposeScope();
+        }
+        var values = new float[n]; // a regression label was a float to begin with, a binary one 0 or 1: exact
+        for (int i = 0; i < n; i++) values[i] = (float)y[i];
+        return tensor(values, new long[] { n }).DetachFromDisposeScope();
     }
 
     /// <summary>
@@ -263,7 +268,7 @@ internal sealed class DataViewBatchSource : IDisposable
     {
         private Tensor? _x = empty(Math.Max(1, capacity), features).DetachFromDisposeScope();
         private IntPtr _first = IntPtr.Zero; // _x's first float, found once per allocation
-        private float[] _y = new float[Math.Max(1, capacity)];
+        private double[] _y = new double[Math.Max(1, capacity)];
 
         public int Count { get; private set; }
 
@@ -277,7 +282,7 @@ internal sealed class DataViewBatchSource : IDisposable
             return new Span<float>((float*)_first + (long)Count * features, features);
         }
 
-        public void Commit(float label) => _y[Count++] = label;
+        public void Commit(double label) => _y[Count++] = label;
 
         private void Grow()
         {
@@ -315,7 +320,7 @@ internal sealed class DataViewBatchSource : IDisposable
         private readonly DataViewBatchSource _source;
         private readonly DataViewRowCursor _cursor;
         private readonly ColumnChecks.FeatureRead? _features;
-        private readonly Func<long, float> _label;
+        private readonly Func<long, double> _label;
         private readonly ValueGetter<DataViewRowId> _id;
         private DataViewRowId _rowId;
 
@@ -329,7 +334,7 @@ internal sealed class DataViewBatchSource : IDisposable
             _id = _cursor.GetIdGetter();
         }
 
-        public float Label { get; private set; }
+        public double Label { get; private set; }
 
         public long Position => _cursor.Position;
 
