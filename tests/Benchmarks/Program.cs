@@ -17,7 +17,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 bool quick = args.Contains("--quick");
-bool pytorchOnly = args.Contains("--pytorch-only"); // just "PyTorch as the peer", printed; nothing written
+bool pytorchOnly = args.Contains("--pytorch-only"); // just "PyTorch as the peer": markdown and one JSON line printed; nothing written
 Harness.Repetitions = quick ? 5 : 7;
 string output = args.SkipWhile(a => a != "--output").Skip(1).FirstOrDefault() ?? "docs";
 Directory.CreateDirectory(Path.Combine(output, "images"));
@@ -68,7 +68,9 @@ PyTorchPeer.Report ComparePyTorch()
 }
 if (pytorchOnly)
 {
-    Log(ComparePyTorch().Markdown());
+    var peerOnly = ComparePyTorch();
+    Log(peerOnly.Markdown());
+    Console.WriteLine(JsonSerializer.Serialize(peerOnly.Json)); // one JSON line: what benchmarks.json's pytorch_peer would hold
     return 0;
 }
 if (args.Contains("--step-profile")) // issue #19: where a batch-32 step goes (StepProfile.cs); printed, nothing written

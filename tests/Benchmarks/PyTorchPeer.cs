@@ -159,7 +159,7 @@ internal sealed class PyTorchPeer : IDisposable
             log($"  skipped: {whyNot}");
             return new Report(null, whyNot, epochs, rounds, threads, [], 0, 0);
         }
-        log($"  {peer.Python}: PyTorch {peer.TorchVersion}, {peer.Threads} threads (TorchSharp {threads}), BLAS {peer.Blas}");
+        log($"  {peer.Python}: PyTorch {peer.TorchVersion}, {peer.Threads} thread(s) (TorchSharp {threads}), BLAS {peer.Blas}");
 
         // sgemm, both sides alternating: 4 multiplications of 1024x1024 float32 matrices per measurement.
         const int gemms = 4;
@@ -256,7 +256,7 @@ internal sealed class PyTorchPeer : IDisposable
                 return md.ToString();
             }
             md.AppendLine($"The same MLP (784-256-10, `nn.Linear`'s default init, SGD lr 0.1, cross-entropy) on the same 8,000 digits, trained by");
-            md.AppendLine($"PyTorch {_torch} (`{_python}`, {_torchThreads} threads as TorchSharp's {threads}; BLAS: {_blas}) in one long-lived worker");
+            md.AppendLine($"PyTorch {_torch} (`{_python}`, {_torchThreads} thread(s), as TorchSharp's {threads}; BLAS: {_blas}) in one long-lived worker");
             md.AppendLine("process (`tests/Benchmarks/pytorch_peer.py`), the two ways a PyTorch user writes it: a hand loop (`randperm` + `index_select` per");
             md.AppendLine("batch) and `DataLoader(TensorDataset, shuffle=True)`. Ours: the hand-written TorchSharp loop, `Trainer.Fit` (TensorDataModule)");
             md.AppendLine($"and the estimator's `Fit` (cached IDataView, setup included). Each run is {epochs} epoch(s) from a fresh model; {rounds} rounds,");
