@@ -1,4 +1,4 @@
-// The benchmark command: dotnet run -c Release --project tests/Benchmarks [-- --quick] [--output docs]
+// The benchmark command: dotnet run -c Release --project tests/Benchmarks [-- --quick] [--output docs] [--pytorch-only | --step-profile]
 // Measures, side by side in one process and one run, and writes docs/benchmarks.md, docs/benchmarks.json and plots.
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -17,6 +17,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 bool quick = args.Contains("--quick");
+bool pytorchOnly = args.Contains("--pytorch-only"); // just "PyTorch as the peer": markdown and one JSON line printed; nothing written
 Harness.Repetitions = quick ? 5 : 7;
 string output = args.SkipWhile(a => a != "--output").Skip(1).FirstOrDefault() ?? "docs";
 Directory.CreateDirectory(Path.Combine(output, "images"));
@@ -56,6 +57,27 @@ _ = trainView.GetColumn<float[]>("Features").Count();
 _ = testView.GetColumn<float[]>("Features").Count();
 
 nn.Module<Tensor, Tensor> Mlp(long hidden = 256) => nn.Sequential(nn.Linear(784, hidden), nn.ReLU(inplace: true), nn.Linear(hidden, 10));
+
+// ---------------------------------------------------------------- PyTorch as the peer (see PyTorchPeer.cs)
+// Our side runs the training-overhead closures below at each batch size. Short enough for ~4 minutes on 2 quiet cores.
+int peerEpochs = quick ? 1 : 3, peerRounds = quick ? 3 : 11;
+PyTorchPeer.Report ComparePyTorch()
+{
+    Log($"PyTorch as the peer: 784-256-10 at batch sizes {string.Join(", ", PyTorchPeer.BatchSizes)}, {peerEpochs} epoch(s) per run, {peerRounds} interleaved rounds");
+    return PyTorchPeer.Compare(xTrain, yTrain, HandLoop, TrainerFit, (b, ep) => EstimatorFit(1024, b, ep), peerEpochs, peerRounds, Log);
+}
+if (pytorchOnly)
+{
+    var peerOnly = ComparePyTorch();
+    Log(peerOnly.Markdown());
+    Console.WriteLine(JsonSerializer.Serialize(peerOnly.Json)); // one JSON line: what benchmarks.json's pytorch_peer would hold
+    return 0;
+}
+if (args.Contains("--step-profile")) // issue #19: where a batch-32 step goes (StepProfile.cs); printed, nothing written
+{
+    StepProfile.Run(xTrain, yTrain, Log, wholeStepsOnly: args.Contains("--whole-steps"));
+    return 0;
+}
 
 // ---------------------------------------------------------------- the scoring model and its paths (used by the scoring sections)
 using var scoringModel = ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
@@ -186,7 +208,7 @@ for (int s = 0; s < nTrain; s += batch)
     prebuilt.Add((xTrain[TensorIndex.Slice(s, Math.Min(nTrain, s + batch))].contiguous().DetachFromDisposeScope(), yTrain[TensorIndex.Slice(s, Math.Min(nTrain, s + batch))].contiguous().DetachFromDisposeScope()));
 // The reference: what one writes by hand with d2l's DataLoader(shuffle=True): a new permutation each epoch and one
 // index_select per batch, then forward, loss, zero_grad, backward, step. Nothing else.
-void HandLoop()
+void HandLoop(int batch, int epochs)
 {
     using var net = Mlp();
     using var opt = new Sgd(net.parameters(), 0.1);
@@ -220,14 +242,14 @@ void HandLoopUnshuffled()
             opt.step();
         }
 }
-void TrainerFit()
+void TrainerFit(int batch, int epochs)
 {
     using var model = new Classifier(Mlp(), lr: 0.1);
     using var data = new TensorDataModule([xTrain, yTrain], batch, seed: 1);
     using var trainer = new Trainer(epochs);
     trainer.Fit(model, data);
 }
-void EstimatorFit(int inMemoryLimitMB)
+void EstimatorFit(int inMemoryLimitMB, int batch, int epochs)
 {
     using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
     {
@@ -235,8 +257,8 @@ void EstimatorFit(int inMemoryLimitMB)
         InMemoryLimitMB = inMemoryLimitMB,
     }).Fit(trainView);
 }
-var overhead = Harness.Interleaved(1, overheadRounds, ("hand-written loop", HandLoop), ("Trainer.Fit", TrainerFit),
-    ("estimator Fit (IDataView)", () => EstimatorFit(1024)), ("estimator Fit, streamed every epoch", () => EstimatorFit(0)),
+var overhead = Harness.Interleaved(1, overheadRounds, ("hand-written loop", () => HandLoop(batch, epochs)), ("Trainer.Fit", () => TrainerFit(batch, epochs)),
+    ("estimator Fit (IDataView)", () => EstimatorFit(1024, batch, epochs)), ("estimator Fit, streamed every epoch", () => EstimatorFit(0, batch, epochs)),
     ("hand-written, unshuffled pre-built batches", HandLoopUnshuffled));
 double hand = Harness.Median(overhead["hand-written loop"]) / epochs;
 double trn = Harness.Median(overhead["Trainer.Fit"]) / epochs;
@@ -257,6 +279,9 @@ results["training_overhead"] = new
     raw_seconds = overhead,
 };
 Log($"  per epoch: hand {hand:F3} s, Trainer {trn:F3} s ({rTrainer:F3}x), estimator {est:F3} s ({rEstimator:F3}x), streamed {streamed:F3} s ({rStreamed:F3}x)");
+
+var pytorchPeer = ComparePyTorch();
+results["pytorch_peer"] = pytorchPeer.Json;
 
 // ---------------------------------------------------------------- scoring
 Log("Scoring: raw batched forward vs Transform vs PredictionEngine");
@@ -418,6 +443,7 @@ md.AppendLine($"| `Trainer.Fit` (TensorDataModule, shuffled gather per batch, bo
 md.AppendLine($"| estimator `Fit` from a cached IDataView (default: rows read into memory once per `Fit`, then shuffled there; setup included) | {est:F3} | **{rEstimator:F3}** | {Iqr("estimator Fit (IDataView)")} | ≤ 1.15 |");
 md.AppendLine($"| estimator `Fit`, `InMemoryLimitMB = 0` (what data over the limit gets: a shuffled cursor → batch tensors every epoch) | {streamed:F3} | {rStreamed:F3} | {Iqr("estimator Fit, streamed every epoch")} | |");
 md.AppendLine($"| for reference: hand-written loop over batches built once and never shuffled | {unshuffled:F3} | {rUnshuffled:F3} | {Iqr("hand-written, unshuffled pre-built batches")} | |").AppendLine();
+md.Append(pytorchPeer.Markdown());
 md.AppendLine("## Scoring").AppendLine();
 md.AppendLine($"The {nTest:N0} test digits, 512 rows per forward pass.").AppendLine();
 md.AppendLine("| path | throughput / latency |").AppendLine("| --- | --- |");
