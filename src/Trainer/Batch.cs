@@ -12,12 +12,15 @@ public sealed class Batch : IDisposable
     {
         ArgumentNullException.ThrowIfNull(tensors);
         if (tensors.Length < 2) throw new ArgumentException("A batch needs at least one input tensor and a target.", nameof(tensors));
-        long n = tensors[0].shape.Length > 0 ? tensors[0].shape[0] : throw new ArgumentException("Batch tensors need a leading batch dimension.", nameof(tensors));
-        foreach (var t in tensors)
+        ArgumentNullException.ThrowIfNull(tensors[0], nameof(tensors));
+        var first = tensors[0].shape; // one native call per tensor: shape allocates its array each time
+        long n = first.Length > 0 ? first[0] : throw new ArgumentException("Batch tensors need a leading batch dimension.", nameof(tensors));
+        for (int i = 1; i < tensors.Length; i++)
         {
-            ArgumentNullException.ThrowIfNull(t, nameof(tensors));
-            if (t.dim() == 0 || t.shape[0] != n)
-                throw new ArgumentException($"All tensors of a batch must have {n} rows; found shape [{string.Join(", ", t.shape)}].", nameof(tensors));
+            ArgumentNullException.ThrowIfNull(tensors[i], nameof(tensors));
+            var shape = tensors[i].shape;
+            if (shape.Length == 0 || shape[0] != n)
+                throw new ArgumentException($"All tensors of a batch must have {n} rows; found shape [{string.Join(", ", shape)}].", nameof(tensors));
         }
         Tensors = tensors;
     }

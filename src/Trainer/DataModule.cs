@@ -150,7 +150,7 @@ public sealed class TensorDataModule : DataModule, IDisposable
                     parts = tensors.Select(t => t[TensorIndex.Slice(start, end)].DetachFromDisposeScope()).ToArray();
                 else
                 {
-                    using var idx = order[TensorIndex.Slice(start, end)];
+                    using var idx = order.narrow(0, start, end - start); // narrow: a cheaper native call than the TensorIndex indexer
                     parts = tensors.Select(t => t.index_select(0, idx).DetachFromDisposeScope()).ToArray();
                 }
                 yield return new Batch(parts);

@@ -23,6 +23,7 @@ public sealed class Trainer : IDisposable
 {
     private readonly List<nn.Module<Tensor, Tensor>> _replicas = [];
     private Tensor? _stepLosses; // on the device: this epoch's training losses, read only at the board's cadence
+    private Tensor[] _stepLossSlots = []; // one view of _stepLosses per batch, made once per Fit: no indexer call per step
     private int _checkedUpTo;     // batches of this epoch already checked for non-finite losses
 
     /// <summary>d2l's <c>Trainer(max_epochs, num_gpus, gradient_clip_val)</c>. More GPUs than exist are clamped (and logged).</summary>
@@ -184,7 +185,8 @@ public sealed class Trainer : IDisposable
     public Batch PrepareBatch(Batch batch)
     {
         ArgumentNullException.ThrowIfNull(batch);
-        if (batch.Tensors.All(t => Devices.Same(Devices.Of(t), Device))) return batch;
+        // On the CPU, device_type alone decides; Devices.Of builds a TorchSharp Device per tensor (a native call).
+        if (Device.type == DeviceType.CPU ? batch.Tensors.All(t => t.device_type == DeviceType.CPU) : batch.Tensors.All(t => Devices.Same(Devices.Of(t), Device))) return batch;
         return new Batch(batch.Tensors.Select(t => t.to(Device).DetachFromDisposeScope()).ToArray());
     }
 
@@ -239,8 +241,10 @@ public sealed class Trainer : IDisposable
             foreach (var e in resume.History) history.Add(new EpochMetrics(e.Epoch, e.Values, TimeSpan.FromSeconds(e.Seconds)));
             Log?.Invoke($"resumed from {resumeFrom} after epoch {resume.Epoch}.");
         }
-        _stepLosses?.Dispose();
+        DisposeStepLosses();
         _stepLosses = zeros(new long[] { NumTrainBatches }, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();
+        _stepLossSlots = new Tensor[NumTrainBatches];
+        for (int i = 0; i < NumTrainBatches; i++) _stepLossSlots[i] = _stepLosses.select(0, i).DetachFromDisposeScope();
         var best = new BestEpoch(EarlyStopping);
         try
         {
@@ -437,6 +441,13 @@ public sealed class Trainer : IDisposable
         Optim = null;
         foreach (var r in _replicas) r.Dispose();
         _replicas.Clear();
+        DisposeStepLosses();
+    }
+
+    private void DisposeStepLosses()
+    {
+        foreach (var slot in _stepLossSlots) slot.Dispose();
+        _stepLossSlots = [];
         _stepLosses?.Dispose();
         _stepLosses = null;
     }
@@ -499,10 +510,9 @@ public sealed class Trainer : IDisposable
     private void TrackFinite(Tensor loss)
     {
         int i = TrainBatchIdx % NumTrainBatches;
-        if (_stepLosses is null || i >= _stepLosses.shape[0]) return; // a loader that yields more batches than it said
+        if (i >= _stepLossSlots.Length) return; // a loader that yields more batches than it said
         using var noGrad = no_grad();
-        using var slot = _stepLosses[i];
-        slot.copy_(loss); // two device ops per step; nothing is read here
+        _stepLossSlots[i].copy_(loss); // one device op per step into a view made once; nothing is read here
     }
 
     /// <summary>The mean of this epoch's training losses as recorded for the non-finite check (one host sync).</summary>
