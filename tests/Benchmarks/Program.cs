@@ -117,7 +117,7 @@ using var uncached = new UncachedUpstream(ml, digits.Skip(nTrain).ToList());
 if (args.Contains("--scoring-only"))
 {
     var quickScoring = Harness.Interleaved(TimeSpan.FromSeconds(3), 3 * Harness.Repetitions, ("raw batched forward", RawForward), ("Transform + cursor", TransformCursor));
-    var quickUncached = Harness.Interleaved(TimeSpan.FromSeconds(2), Harness.Repetitions, ("upstream alone", uncached.ReadUpstream), ("Transform over it", () => uncached.ReadScored(scoringModel)));
+    var quickUncached = Harness.Interleaved(TimeSpan.FromSeconds(2), 3 * Harness.Repetitions, ("upstream alone", uncached.ReadUpstream), ("Transform over it", () => uncached.ReadScored(scoringModel)));
     Console.WriteLine(JsonSerializer.Serialize(new
     {
         transform_fraction_of_raw = 1 / Harness.PairedRatio(quickScoring, "Transform + cursor", "raw batched forward"),
