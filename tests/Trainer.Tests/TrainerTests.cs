@@ -20,6 +20,50 @@ public class TrainerTests
         return (x, y);
     }
 
+    /// <summary>A regressor that plots nothing while training (as the estimator's objective), and records each step's loss.</summary>
+    private sealed class QuietRegressor(nn.Module<Tensor, Tensor> net) : Regressor(net, lr: 0.05)
+    {
+        public List<double> StepLosses { get; } = [];
+
+        public override Tensor TrainingStep(Batch batch)
+        {
+            using var yHat = call(batch.X);
+            var loss = Loss(yHat, batch.Y);
+            StepLosses.Add(loss.item<float>());
+            return loss;
+        }
+    }
+
+    [Fact]
+    public void WithoutAPlottedTrainingLossTheEpochMeanComesFromTheTrainersOwnRecord()
+    {
+        var (x, y) = Synthetic(n: 100);
+        using var _x = x; using var _y = y;
+        using var data = new TensorDataModule([x, y], batchSize: 32, seed: 1); // 4 batches: 32, 32, 32, 4
+        using var model = new QuietRegressor(nn.Linear(2, 1)) { DrawsBoard = false };
+        using var trainer = new Trainer(maxEpochs: 2);
+        var history = trainer.Fit(model, data);
+        Assert.Equal(8, model.StepLosses.Count);
+        for (int epoch = 0; epoch < 2; epoch++)
+            Assert.Equal(model.StepLosses.Skip(4 * epoch).Take(4).Average(), history.Epochs[epoch].TrainLoss, 5);
+        Assert.Equal("train_loss", history.Epochs[0].Values.Keys.First()); // first, as when a module plots it
+        Assert.Empty(model.Board.Lines); // nothing drawn
+    }
+
+    [Fact]
+    public void ReleaseNetHandsTheNetworkOverAndDisposingTheModuleLeavesItAlive()
+    {
+        using var input = ones(1, 2);
+        var model = new Regressor(nn.Linear(2, 1));
+        var net = model.ReleaseNet();
+        Assert.Empty(model.parameters());
+        Assert.Throws<InvalidOperationException>(() => model.Net);
+        model.Dispose();
+        using (net)
+        using (var output = net.call(input)) // still usable: the module no longer owned it
+            Assert.Equal(new long[] { 1, 1 }, output.shape);
+    }
+
     [Fact]
     public void FitLearnsSyntheticRegressionAndReturnsHistory()
     {
