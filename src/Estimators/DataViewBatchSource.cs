@@ -86,7 +86,7 @@ internal sealed class DataViewBatchSource : IDisposable
     {
         long? known = _data.GetRowCount();
         double fraction = _validationFraction;
-        long maxRows = limitBytes / RowBytes;
+        long maxRows = Math.Min(limitBytes / RowBytes, Array.MaxLength); // rows are counted in an int, labels in an array
         long Estimate(double share) => known is long n ? Math.Min(maxRows, (long)(n * share * 1.05) + 16) : 4096;
         using var train = new RowStore(FeatureCount, Estimate(1 - fraction), maxRows);
         using var val = fraction > 0 ? new RowStore(FeatureCount, Estimate(fraction), maxRows) : null;

@@ -191,6 +191,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 history = trainer.Fit(objective, data, o.CancellationToken);
             }
             net = objective.ReleaseNet(); // the scorer owns it from here; the objective (and its trainer state) goes
+            foreach (var p in net.parameters()) p.grad = null; // scoring needs no gradients: free their memory
         }
         finally
         {

@@ -17,7 +17,9 @@ internal sealed class ResultRow
 
 /// <summary>
 /// The trained network and what its outputs mean: runs batched forward passes (thread-safe: no_grad and dispose
-/// scopes are per thread, the module is only read) and describes and serves the output columns.
+/// scopes are per thread, the module is only read) and describes and serves the output columns. It owns the module:
+/// <see cref="Dispose"/> frees it, so it must not overlap scoring on another thread (as with any ML.NET transformer,
+/// dispose it when every consumer is done).
 /// </summary>
 internal sealed class NeuralScorer : IDisposable
 {

@@ -110,7 +110,11 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
                 _inputId(ref _ids[r]);
                 foreach (var buffer in _passThrough.Values) buffer.Capture(r);
             }
-            if (_rowsInBatch == 0) return false;
+            if (_rowsInBatch == 0)
+            {
+                _position = -1; // as ML.NET's cursors do once they are past the last row
+                return false;
+            }
             _scorer.Score(_features, _rowsInBatch, _result, anyNonFinite ? _nonFinite : []);
             _result.Row = 0;
             _position++;
@@ -146,8 +150,10 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
 
 /// <summary>
 /// One input column's values for the rows of a batch, read while the batch is read ahead and served row by row after.
-/// Vectors and text are copied into buffers this owns (a getter may hand out memory it reuses on the next row); other
-/// value types are copied as they are; a reference type (an image) is kept as the getter made it, a fresh one per row.
+/// Vectors are copied into buffers this owns (a getter may hand out memory it reuses on the next row); text is kept as
+/// immutable memory (the upstream's own string, or a string copied from a reused buffer), because ML.NET consumers keep
+/// text values without copying them; other value types are copied as they are; a reference type (an image) is kept as
+/// the getter made it, a fresh one per row.
 /// </summary>
 internal abstract class RowBuffer
 {
@@ -202,22 +208,19 @@ internal abstract class RowBuffer
     private sealed class TextBuffer(DataViewRow row, DataViewSchema.Column column, int capacity) : RowBuffer
     {
         private readonly ValueGetter<ReadOnlyMemory<char>> _source = row.GetGetter<ReadOnlyMemory<char>>(column);
-        private readonly char[][] _chars = new char[capacity][];
-        private readonly int[] _lengths = new int[capacity];
+        private readonly ReadOnlyMemory<char>[] _values = new ReadOnlyMemory<char>[capacity];
         private ReadOnlyMemory<char> _read;
 
         public override void Capture(int slot)
         {
+            _read = default; // never hand the getter memory a consumer may still hold
             _source(ref _read);
-            int n = _read.Length;
-            if (_chars[slot] is not { } buffer || buffer.Length < n) _chars[slot] = buffer = new char[Math.Max(n, 16)];
-            _read.Span.CopyTo(buffer);
-            _lengths[slot] = n;
+            // A slice of a string cannot change under a consumer; anything else (a reused char[]) is copied once.
+            _values[slot] = System.Runtime.InteropServices.MemoryMarshal.TryGetString(_read, out _, out _, out _) ? _read : _read.ToString().AsMemory();
         }
 
         public override ValueGetter<TValue> Getter<TValue>(ResultRow current) =>
-            Typed<TValue, ReadOnlyMemory<char>>(column, (ref ReadOnlyMemory<char> value) =>
-                value = new ReadOnlyMemory<char>(_chars[current.Row] ?? [], 0, _lengths[current.Row]));
+            Typed<TValue, ReadOnlyMemory<char>>(column, (ref ReadOnlyMemory<char> value) => value = _values[current.Row]);
     }
 }
 

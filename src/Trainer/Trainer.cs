@@ -243,8 +243,9 @@ public sealed class Trainer : IDisposable
         }
         DisposeStepLosses();
         _stepLosses = zeros(new long[] { NumTrainBatches }, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();
-        _stepLossSlots = new Tensor[NumTrainBatches];
-        for (int i = 0; i < NumTrainBatches; i++) _stepLossSlots[i] = _stepLosses.select(0, i).DetachFromDisposeScope();
+        // One view per batch, made once, up to MaxLossSlots batches per epoch (more would hold that many native handles).
+        _stepLossSlots = new Tensor[Math.Min(NumTrainBatches, MaxLossSlots)];
+        for (int i = 0; i < _stepLossSlots.Length; i++) _stepLossSlots[i] = _stepLosses.select(0, i).DetachFromDisposeScope();
         var best = new BestEpoch(EarlyStopping);
         try
         {
@@ -509,11 +510,20 @@ public sealed class Trainer : IDisposable
 
     private void TrackFinite(Tensor loss)
     {
+        if (_stepLosses is null) return;
         int i = TrainBatchIdx % NumTrainBatches;
-        if (i >= _stepLossSlots.Length) return; // a loader that yields more batches than it said
         using var noGrad = no_grad();
-        _stepLossSlots[i].copy_(loss); // one device op per step into a view made once; nothing is read here
+        if (i < _stepLossSlots.Length)
+        {
+            _stepLossSlots[i].copy_(loss); // one device op per step into a view made once; nothing is read here
+            return;
+        }
+        using var slot = _stepLosses.select(0, i); // past MaxLossSlots: a view for this step only
+        slot.copy_(loss);
     }
+
+    /// <summary>Batches per epoch whose loss slots are made once per Fit (each is a native tensor handle).</summary>
+    private const int MaxLossSlots = 1 << 16;
 
     /// <summary>The mean of this epoch's training losses as recorded for the non-finite check (one host sync).</summary>
     private double EpochMeanLoss()

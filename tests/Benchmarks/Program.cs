@@ -101,16 +101,7 @@ void RawForward()
 void TransformCursor()
 {
     // A cursor with one reused buffer: what a consumer that cares about speed writes.
-    var scored = scoringModel.Transform(testView);
-    for (int pass = 0; pass < scoringPasses; pass++)
-    {
-        using var cursor = scored.GetRowCursor([scored.Schema["Score"]]);
-        var score = cursor.GetGetter<VBuffer<float>>(scored.Schema["Score"]);
-        VBuffer<float> buffer = default;
-        long rows = 0;
-        while (cursor.MoveNext()) { score(ref buffer); rows++; }
-        if (rows != nTest) throw new InvalidOperationException("row count");
-    }
+    for (int pass = 0; pass < scoringPasses; pass++) CursorOver(scoringModel);
 }
 using var uncached = new UncachedUpstream(ml, digits.Skip(nTrain).ToList());
 // --scoring-only: just the scoring paths, for comparing builds in separate processes (one JSON line).
@@ -208,25 +199,7 @@ for (int s = 0; s < nTrain; s += batch)
     prebuilt.Add((xTrain[TensorIndex.Slice(s, Math.Min(nTrain, s + batch))].contiguous().DetachFromDisposeScope(), yTrain[TensorIndex.Slice(s, Math.Min(nTrain, s + batch))].contiguous().DetachFromDisposeScope()));
 // The reference: what one writes by hand with d2l's DataLoader(shuffle=True): a new permutation each epoch and one
 // index_select per batch, then forward, loss, zero_grad, backward, step. Nothing else.
-void HandLoop(int batch, int epochs)
-{
-    using var net = Mlp();
-    using var opt = new Sgd(net.parameters(), 0.1);
-    using var g = new Generator(1);
-    for (int e = 0; e < epochs; e++)
-    {
-        using var order = randperm(nTrain, generator: g);
-        for (int s = 0; s < nTrain; s += batch)
-        {
-            using var scope = NewDisposeScope();
-            var idx = order.narrow(0, s, Math.Min(batch, nTrain - s));
-            var loss = nn.functional.cross_entropy(net.call(xTrain.index_select(0, idx)), yTrain.index_select(0, idx));
-            opt.zero_grad();
-            loss.backward();
-            opt.step();
-        }
-    }
-}
+void HandLoop(int batch, int epochs) => StepProfile.HandEpochs(xTrain, yTrain, hidden: 256, batch, epochs);
 // A lower bound: the same steps over batches built once, never shuffled.
 void HandLoopUnshuffled()
 {

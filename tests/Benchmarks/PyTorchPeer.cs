@@ -58,8 +58,10 @@ internal sealed class PyTorchPeer : IDisposable
         string script = Path.Combine(AppContext.BaseDirectory, "pytorch_peer.py");
         if (!File.Exists(script)) { whyNot = $"{script} is missing"; return null; }
         string dir = Directory.CreateTempSubdirectory("mlnetguide-pytorch-peer-").FullName;
-        File.WriteAllBytes(Path.Combine(dir, "x.f32"), MemoryMarshal.AsBytes(x.contiguous().data<float>().ToArray().AsSpan()).ToArray());
-        File.WriteAllBytes(Path.Combine(dir, "y.i64"), MemoryMarshal.AsBytes(y.to_type(ScalarType.Int64).data<long>().ToArray().AsSpan()).ToArray());
+        using (var xs = x.contiguous())
+            File.WriteAllBytes(Path.Combine(dir, "x.f32"), MemoryMarshal.AsBytes(xs.data<float>().ToArray().AsSpan()).ToArray());
+        using (var ys = y.to_type(ScalarType.Int64))
+            File.WriteAllBytes(Path.Combine(dir, "y.i64"), MemoryMarshal.AsBytes(ys.data<long>().ToArray().AsSpan()).ToArray());
         var tried = new List<string>();
         var candidates = new[] { Environment.GetEnvironmentVariable("MLNETGUIDE_PYTHON"), "/usr/bin/python3", "python3" }
             .Where(c => !string.IsNullOrEmpty(c)).Distinct();

@@ -247,6 +247,16 @@ public sealed class EstimatorTests : IDisposable
             Assert.Equal(100, row); // 32 + 32 + 32 + 4: every batch, the last one partial
         }
         Assert.Equal(100, counted.RowsRead); // one pass over the upstream, not one per cursor
+        // Text values are kept by consumers without copying (GetColumn, CreateEnumerable): collected over four batches,
+        // each must still read as its own row's.
+        var kinds = new List<ReadOnlyMemory<char>>();
+        using (var cursor = scored.GetRowCursor([scored.Schema["Score"], scored.Schema["Kind"]]))
+        {
+            var kind = cursor.GetGetter<ReadOnlyMemory<char>>(scored.Schema["Kind"]);
+            ReadOnlyMemory<char> k = default;
+            while (cursor.MoveNext()) { kind(ref k); kinds.Add(k); } // kept as they are, not copied
+        }
+        Assert.Equal(data.GetColumn<string>("Kind"), kinds.Select(k => k.ToString()));
         Assert.Equal(live, DisposeScopeManager.Statistics.ThreadTotalLiveCount); // the cursor's batch tensor went with it
 
         // Two cursors open at once each have their own batch: interleaved, both read the right scores.

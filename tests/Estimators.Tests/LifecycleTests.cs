@@ -78,6 +78,7 @@ public class LifecycleTests : IDisposable
         Assert.False(trainingData.IsAlive, "the fitted model still references the training data view");
         // MLP 3-8-1: two weights and two biases are the only tensors left alive (no optimizer state, loaders, metric sums).
         Assert.Equal(4, model.Scorer.Module.parameters().Count());
+        Assert.All(model.Scorer.Module.parameters(), p => Assert.Null(p.grad)); // no gradient buffers kept for scoring
         Assert.Equal(baseline + 4, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         Assert.Single(model.History!.Epochs); // the metrics stay, as plain numbers
         model.Dispose();

@@ -35,15 +35,7 @@ internal static class ChildProcess
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, dll));
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["NO_COLOR"] = "1";
-        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {dll}");
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(HangGuardMinutes)))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{dll} {string.Join(' ', args)} did not finish in {HangGuardMinutes} minutes (a hang guard, not a time limit)");
-        }
-        return (p.ExitCode, stdout.Result, stderr.Result);
+        return Collect(psi, $"{dll} {string.Join(' ', args)}");
     }
 
     /// <summary>Runs any program (e.g. /usr/bin/python3) with the same hang guard; returns (exit code, stdout, stderr).</summary>
@@ -51,13 +43,19 @@ internal static class ChildProcess
     {
         var psi = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {fileName}");
+        return Collect(psi, $"{fileName} {string.Join(' ', args)}");
+    }
+
+    /// <summary>Starts <paramref name="psi"/>, reads both streams to the end and waits, under the hang guard.</summary>
+    private static (int exitCode, string stdout, string stderr) Collect(ProcessStartInfo psi, string what)
+    {
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {what}");
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         if (!p.WaitForExit(TimeSpan.FromMinutes(HangGuardMinutes)))
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{fileName} {string.Join(' ', args)} did not finish in {HangGuardMinutes} minutes (a hang guard, not a time limit)");
+            throw new TimeoutException($"{what} did not finish in {HangGuardMinutes} minutes (a hang guard, not a time limit)");
         }
         return (p.ExitCode, stdout.Result, stderr.Result);
     }

@@ -120,7 +120,7 @@ internal static class PyTorchZipReader
             PyDict d => d.Items,
             PyList l => Indexed(l.Items),
             PyTuple t => Indexed(t.Items),
-            PyCall => Indexed([root]),
+            PyCall { Callable: PyGlobal { Module: "torch._utils", Name: "_rebuild_tensor_v2" or "_rebuild_parameter" } } => Indexed([root]),
             _ => throw new InvalidDataException($"the pickle holds {PickleReader.Describe(root)}, not a dict of name → tensor (a state dict), a tensor or a list of tensors"),
         };
         var storages = new Dictionary<string, StorageRef>(StringComparer.Ordinal);
