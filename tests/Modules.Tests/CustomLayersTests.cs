@@ -50,7 +50,7 @@ public class CustomLayersTests
         using var hidden = nn.functional.relu(x.matmul(first.weight) + first.bias);
         using var expected = nn.functional.relu(hidden.matmul(second.weight) + second.bias);
         TensorAssert.Close(expected, y);
-        Assert.True(TensorAssert.Values(hidden).Any(v => v > 0)); // not a net that maps everything to 0
+        Assert.Contains(TensorAssert.Values(hidden), v => v > 0); // not a net that maps everything to 0
     }
 
     [Fact]
