@@ -99,6 +99,10 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public IReadOnlyList<Device> TrainingDevices { get; }
 
+    /// <summary>The old name of <see cref="TrainingDevices"/> (d2l's <c>self.gpus</c>), kept so that code written against it still builds.</summary>
+    [Obsolete("Renamed TrainingDevices: it holds whatever devices training uses, the CPU's empty list included, not only GPUs.")]
+    public IReadOnlyList<Device> Gpus => TrainingDevices;
+
     /// <summary>Where the model and batches live: the first of <see cref="TrainingDevices"/>, or the CPU.</summary>
     public Device Device => TrainingDevices.Count > 0 ? TrainingDevices[0] : CPU;
 
