@@ -23,7 +23,7 @@ public sealed class Trainer : IDisposable
 {
     private readonly List<nn.Module<Tensor, Tensor>> _replicas = [];
     private Tensor? _stepLosses; // on the device: this epoch's training losses, read only at the board's cadence
-    private Tensor[] _stepLossSlots = []; // one view of _stepLosses per batch, made once per Fit: no indexer call per step
+    private Tensor[] _stepLossSlots = []; // views of _stepLosses, one per batch up to MaxLossSlots, made once per Fit
     private int _checkedUpTo;     // batches of this epoch already checked for non-finite losses
 
     /// <summary>d2l's <c>Trainer(max_epochs, num_gpus, gradient_clip_val)</c>. More GPUs than exist are clamped (and logged).</summary>
