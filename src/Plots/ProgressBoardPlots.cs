@@ -44,12 +44,12 @@ public static class ProgressBoardPlots
 
     private static PlotModel Figure(string? title, string xLabel, (double Min, double Max)? xLim, IEnumerable<(string Label, IEnumerable<(double X, double Y)> Points)> lines, bool markers)
     {
-        var model = new PlotModel { Title = title, Background = OxyColors.White };
+        var model = new PlotModel { Title = title, Background = OxyColors.White, TitleHorizontalAlignment = TitleHorizontalAlignment.CenteredWithinView, TitleFontSize = 14 };
         var xAxis = new LinearAxis { Position = AxisPosition.Bottom, Title = xLabel, MajorGridlineStyle = LineStyle.Dot };
         if (xLim is var (min, max)) { xAxis.Minimum = min; xAxis.Maximum = max; }
         model.Axes.Add(xAxis);
         model.Axes.Add(new LinearAxis { Position = AxisPosition.Left, MajorGridlineStyle = LineStyle.Dot });
-        model.Legends.Add(new Legend { LegendPosition = LegendPosition.RightTop, LegendBackground = OxyColor.FromAColor(200, OxyColors.White) });
+        model.Legends.Add(new Legend { LegendPlacement = LegendPlacement.Outside, LegendPosition = LegendPosition.RightTop }); // beside the plot: never over a line
         int i = 0;
         foreach (var (label, points) in lines)
         {

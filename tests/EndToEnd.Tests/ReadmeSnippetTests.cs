@@ -131,6 +131,8 @@ public sealed class ReadmeSnippetTests : IDisposable
             .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
         var model = pipeline.Fit(train);
         var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
+        var trained = model.OfType<NeuralNetworkTransformer>().Single();   // the network's step in the fitted chain
+        trained.History!.SavePng("curve.png");   // per-epoch loss and accuracy (History is null for a model loaded from a file)
         ml.Model.Save(model, train.Schema, "model.zip");      // the network is stored as ONNX inside the zip
         // later, in any process with Microsoft.ML.OnnxTransformer and Microsoft.ML.OnnxRuntime (no MlNetGuide needed):
         var loaded = ml.Model.Load("model.zip", out var schema);
@@ -139,6 +141,8 @@ public sealed class ReadmeSnippetTests : IDisposable
         var network = NeuralModel.Load(new MLContext(), "model.zip", out _);
         // README
         Assert.True(metrics.MicroAccuracy > 0.85, $"{metrics.MicroAccuracy}");
+        Assert.Equal(20, trained.History!.Epochs.Count);
+        Assert.True(new FileInfo("curve.png").Length > 1000);
         Assert.Equal(train.Schema.Count, schema.Count);
         var digit = rows[^1];
         Assert.Equal(engine.Predict(digit).PredictedLabel, ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(model).Predict(digit).PredictedLabel);
