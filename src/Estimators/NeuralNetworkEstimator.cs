@@ -132,7 +132,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         int seed = o.Seed ?? host.Rand.Next();
         using var source = new DataViewBatchSource(input, o, seed);
         var keyValues = o.Task == NeuralTask.MulticlassClassification ? KeyValues.From(source.LabelColumn) : null;
-        var devices = ResolveDevices(o, ch);
+        var devices = MlNetDevices.Resolve(_env, o.NumGpus, m => ch.Warning(MessageSensitivity.None, m)); // GpuDeviceId first, then NumGpus
         source.Prepare((long)o.InMemoryLimitMB << 20);
         using var valSource = validationData is null ? null : new DataViewBatchSource(validationData, o, seed, splitValidation: false);
         if (valSource is not null)
@@ -258,8 +258,4 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             return warmup > 0 && t < warmup ? factor * (t + 1) / warmup : factor;
         });
     }
-
-    /// <summary>MLContext.GpuDeviceId/FallbackToCpu first (as Microsoft.ML.TorchSharp does), then NumGpus (clamped).</summary>
-    private List<Device> ResolveDevices(NeuralNetworkOptions o, IChannel ch) =>
-        MlNetDevices.Resolve(_env, o.NumGpus, m => ch.Warning(MessageSensitivity.None, m));
 }
