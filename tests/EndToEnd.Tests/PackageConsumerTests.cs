@@ -34,7 +34,8 @@ public sealed class PackageConsumerTests(PackageConsumerTests.Workspace ws) : IC
             Assert.NotNull(zip.GetEntry("README.md"));
             Assert.Contains("torchsharp", Get("tags"));
             Assert.NotEqual("", Get("authors"));
-            Assert.StartsWith("https://", m.Elements().Single(e => e.Name.LocalName == "repository").Attribute("url")!.Value);
+            // The repository URL is the clone's https origin, or absent: never a guess.
+            Assert.Equal(OriginUrl ?? "", m.Elements().SingleOrDefault(e => e.Name.LocalName == "repository")?.Attribute("url")?.Value ?? "");
         }
         using (var modules = ZipFile.OpenRead(Path.Combine(ws.Feed, $"MlNetGuide.Modules.{ws.Version}.nupkg")))
         {
@@ -149,6 +150,19 @@ public sealed class PackageConsumerTests(PackageConsumerTests.Workspace ws) : IC
         Assert.Contains("check: History has 60 epochs", r.stdout);
         Assert.Contains("check: save/load predictions agree True", r.stdout); // mlContext.Model.Save, then a plain Model.Load (ONNX Runtime)
         Assert.Contains("consumer: all checks passed", r.stdout);
+    }
+
+    /// <summary>The repository's origin remote when it is an https URL (what the packages may name), else null.</summary>
+    private static string? OriginUrl
+    {
+        get
+        {
+            var psi = new ProcessStartInfo("git", ["-C", RepoData.Root, "remote", "get-url", "origin"]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            using var p = Process.Start(psi)!;
+            string url = p.StandardOutput.ReadToEnd().Trim();
+            p.WaitForExit();
+            return p.ExitCode == 0 && url.StartsWith("https://", StringComparison.Ordinal) ? url : null;
+        }
     }
 
     private static XElement Nuspec(ZipArchive zip)

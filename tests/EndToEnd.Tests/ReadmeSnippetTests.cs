@@ -161,17 +161,32 @@ public sealed class ReadmeSnippetTests : IDisposable
             .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"))
             .Fit(train);
         var digits = rows.Skip(1000).ToList();
+        var threadsSeen = new System.Collections.Concurrent.ConcurrentDictionary<int, PredictionEngine<Digit, DigitPrediction>>();
         // README
+        var shared = new PredictionEngineOptions { OwnsTransformer = false };   // an engine must not dispose the shared model
         var engines = new ThreadLocal<PredictionEngine<Digit, DigitPrediction>>(
-            () => ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(loaded), trackAllValues: true);
+            () => ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(loaded, shared), trackAllValues: true);
         var labels = digits.AsParallel().AsOrdered().Select(d => engines.Value!.Predict(d).PredictedLabel).ToArray();
-        // Disposing a PredictionEngine disposes the model it was made from (ML.NET's TransformerChain): do it when done with both.
+        foreach (var engine in engines.Values) engine.Dispose();   // each engine's own row state; the model stays usable
         // README
         var batched = loaded.Transform(ml.Data.LoadFromEnumerable(digits)).GetColumn<float>("PredictedLabel").ToArray();
         Assert.Equal(batched, labels);
-        Assert.True(engines.Values.Count >= 1);
-        foreach (var engine in engines.Values) engine.Dispose();
-        // ... which is what that comment warns of:
+        // Each thread had an engine of its own: a shared engine (a ThreadLocal without its factory per thread) fails this.
+        var perThread = new ThreadLocal<PredictionEngine<Digit, DigitPrediction>>(
+            () => ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(loaded, shared), trackAllValues: true);
+        using (var ready = new Barrier(3))
+            Parallel.For(0, 3, new ParallelOptions { MaxDegreeOfParallelism = 3 }, _ =>
+            {
+                ready.SignalAndWait(); // three threads at once, so three engines
+                threadsSeen[Environment.CurrentManagedThreadId] = perThread.Value!;
+            });
+        Assert.Equal(3, threadsSeen.Count);
+        Assert.Equal(3, threadsSeen.Values.Distinct().Count());
+        foreach (var engine in perThread.Values) engine.Dispose();
+        // Disposing engines made with OwnsTransformer = false leaves the model whole: it scores the same rows again.
+        Assert.Equal(batched, loaded.Transform(ml.Data.LoadFromEnumerable(digits)).GetColumn<float>("PredictedLabel").ToArray());
+        // An engine made without those options owns the model (ML.NET's default) and disposes it with itself.
+        ml.Model.CreatePredictionEngine<Digit, DigitPrediction>(loaded).Dispose();
         Assert.Throws<ObjectDisposedException>(() => loaded.Transform(ml.Data.LoadFromEnumerable(digits)).GetColumn<float>("PredictedLabel").ToArray());
     }
 }

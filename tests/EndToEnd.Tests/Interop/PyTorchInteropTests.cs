@@ -10,12 +10,14 @@ namespace MlNetGuide.EndToEnd.Tests.Interop;
 /// <summary>
 /// 6.6 against real PyTorch (Debian's python3-torch), both ways: what we write in <see cref="TensorFileFormat.PyTorch"/>
 /// is read by <c>torch.load</c> and loaded with <c>strict=True</c> into the same modules; what <c>torch.save</c> writes
-/// is read by <see cref="TensorIO"/> and <see cref="StateDict"/>. Outputs on fixed inputs agree to 1e-6.
+/// is read by <see cref="TensorIO"/> and <see cref="StateDict"/>. Outputs on fixed inputs agree within PyTorch's own float32 <c>assert_close</c> bound,
+/// |ours − theirs| ≤ 1e-5 + 1.3e-6 · |theirs|: two BLAS libraries sum in different orders, so an absolute 1e-6 is not a bound.
 /// The Python side is Interop/pytorch_interop.py; each module there mirrors one here, name for name.
 /// </summary>
 public sealed class PyTorchInteropTests(PyTorchInteropFixture run) : IClassFixture<PyTorchInteropFixture>
 {
-    private const double Tolerance = 1e-6;
+    // torch.testing.assert_close's float32 defaults.
+    private const double AbsoluteTolerance = 1e-5, RelativeTolerance = 1.3e-6;
 
     // C# -> PyTorch
 
@@ -139,8 +141,11 @@ public sealed class PyTorchInteropTests(PyTorchInteropFixture run) : IClassFixtu
     {
         Assert.True(expected.Count > 0, $"{what}: no outputs");
         Assert.True(expected.Count == actual.Count, $"{what}: {expected.Count} outputs expected, {actual.Count} found");
-        double worst = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
-        Assert.True(worst <= Tolerance, $"{what}: outputs differ by up to {worst:G3} (tolerance {Tolerance})");
+        // The worst ratio of the difference to its allowance: above 1 fails.
+        var (worst, index) = expected.Zip(actual, (e, a) => Math.Abs(e - a) / (AbsoluteTolerance + RelativeTolerance * Math.Abs(e)))
+            .Select((ratio, i) => (ratio, i)).Max();
+        Assert.True(worst <= 1, $"{what}: output {index} is {actual[index]:R} where PyTorch gives {expected[index]:R}, " +
+            $"past |diff| <= {AbsoluteTolerance} + {RelativeTolerance} * |expected| ({worst:F2} times the allowance)");
     }
 
     private static void AssertClose(IReadOnlyList<double> expected, float[] actual, string what) =>

@@ -4,7 +4,7 @@
   pytorch_interop.py load DIR   torch.load what C# wrote into DIR, check it, load state dicts with strict=True;
                                 print {name: {"ok": bool, "error": str, "out": [...]}} as JSON
 
-Outputs are float32 values printed exactly (json writes a float's repr), so C# can compare them to 1e-6.
+Outputs are float32 values printed exactly (json writes a float's repr), so C# can compare them within float32 assert_close bounds (atol 1e-5, rtol 1.3e-6).
 Every module here mirrors one in PyTorchInteropTests.cs, parameter name for parameter name.
 """
 import json
