@@ -55,11 +55,7 @@ public sealed class AtomicFileTests : IDisposable
         using var probe = ChildProcess.StartProbe("slow-save", path, "200");
         Assert.Equal("saving", probe.StandardOutput.ReadLine());
         // Bounded by the child's work, not by a clock: wait until its temporary file has data, or until it exits.
-        while (!Temporaries("big.bin").Any(f => new FileInfo(f).Length > 0))
-        {
-            Assert.False(probe.HasExited, "the probe finished or died before it started writing");
-            Thread.Sleep(10);
-        }
+        ChildProcess.WaitWhileRunning(probe, () => Temporaries("big.bin").Any(f => new FileInfo(f).Length > 0), "its temporary file had data");
         probe.Kill(entireProcessTree: true); // SIGKILL: no finally block runs in the child
         probe.WaitForExit();
         Assert.Single(Temporaries("big.bin"));

@@ -155,8 +155,38 @@ public sealed class FileIOTests : IDisposable
         }
         // PyTorch-style: the tied tensor appears under both names, as torch.save(net.state_dict()) writes it.
         var dict = TensorIO.LoadDict(path);
-        Assert.Equal(new[] { "0.bias", "0.weight", "1.bias", "1.weight", "2.bias", "2.weight" }, dict.Keys.Order());
-        foreach (var t in dict.Values) t.Dispose();
+        try
+        {
+            Assert.Equal(new[] { "0.bias", "0.weight", "1.bias", "1.weight", "2.bias", "2.weight" }, dict.Keys.Order());
+            // Every value is the module's, bit for bit, and the tied pair holds the shared layer's values under both names.
+            var first = (Linear)net[0];
+            TensorAssert.Equal(first.weight!, dict["0.weight"]);
+            TensorAssert.Equal(first.bias!, dict["0.bias"]);
+            foreach (var name in new[] { "1", "2" })
+            {
+                TensorAssert.Equal(shared.weight!, dict[$"{name}.weight"]);
+                TensorAssert.Equal(shared.bias!, dict[$"{name}.bias"]);
+            }
+            using var z = ZipFile.OpenRead(path);
+            // The storage entry holds the raw little-endian floats of a tensor (what torch.load maps back), not a re-encoding.
+            var storages = z.Entries.Where(e => e.FullName.Contains("/data/", StringComparison.Ordinal)).Select(e => ReadAllBytes(e)).ToList();
+            var expectedBytes = first.weight!.contiguous().bytes.ToArray();
+            Assert.Contains(storages, b => b.AsSpan().SequenceEqual(expectedBytes));
+            var version = z.Entries.First(e => e.FullName.EndsWith("/version", StringComparison.Ordinal));
+            Assert.Equal("3", System.Text.Encoding.ASCII.GetString(ReadAllBytes(version)).Trim());
+        }
+        finally
+        {
+            foreach (var t in dict.Values) t.Dispose();
+        }
+    }
+
+    private static byte[] ReadAllBytes(ZipArchiveEntry entry)
+    {
+        using var s = entry.Open();
+        using var m = new MemoryStream();
+        s.CopyTo(m);
+        return m.ToArray();
     }
 
     [Fact]
@@ -304,11 +334,7 @@ public sealed class FileIOTests : IDisposable
         using var probe = ChildProcess.StartProbe("slow-save", path, "400");
         Assert.Equal("saving", probe.StandardOutput.ReadLine());
         // Kill it once its temporary file has data in it: the save is then certainly under way.
-        while (!Directory.GetFiles(_dir, ".big.bin.*.tmp").Any(f => new FileInfo(f).Length > 0))
-        {
-            Assert.False(probe.HasExited, "the probe finished or died before it started writing");
-            Thread.Sleep(10);
-        }
+        ChildProcess.WaitWhileRunning(probe, () => Directory.GetFiles(_dir, ".big.bin.*.tmp").Any(f => new FileInfo(f).Length > 0), "its temporary file had data");
         probe.Kill(entireProcessTree: true);
         probe.WaitForExit();
         using var back = TensorIO.Load(path);

@@ -73,4 +73,23 @@ internal static class ChildProcess
         Assert.True(p.ExitCode == 0, $"probe exited {p.ExitCode}: {stderr.Result}");
         return stdout.Result.Trim();
     }
+
+    /// <summary>
+    /// Waits until <paramref name="condition"/> holds while <paramref name="child"/> runs: fails if the child exits first,
+    /// and kills it past the hang guard (not a time limit: a child that neither progresses nor exits).
+    /// </summary>
+    public static void WaitWhileRunning(Process child, Func<bool> condition, string what)
+    {
+        var guard = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.False(child.HasExited, $"the child exited (code {(child.HasExited ? child.ExitCode : 0)}) before {what}");
+            if (guard.Elapsed > TimeSpan.FromMinutes(HangGuardMinutes))
+            {
+                child.Kill(entireProcessTree: true);
+                throw new TimeoutException($"the child did not reach '{what}' in {HangGuardMinutes} minutes (a hang guard, not a time limit)");
+            }
+            Thread.Sleep(10);
+        }
+    }
 }
