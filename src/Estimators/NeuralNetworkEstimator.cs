@@ -149,10 +149,6 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         }
         if (source.SkippedRows > 0)
             ch.Warning(MessageSensitivity.None, $"Skipped {source.SkippedRows} row(s) with non-finite features (NonFiniteFeatures = SkipRow).");
-        ch.Info(MessageSensitivity.None,
-            $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of {source.FeatureCount} features " +
-            (source.InMemory ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
-            $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
 
         int outputs = o.Task == NeuralTask.MulticlassClassification ? source.ClassCount : 1;
         manual_seed(seed); // lazy layers and built-in defaults draw from the global generator
@@ -177,13 +173,18 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             int epoch = 0;
             // Validation rows: given (in memory, or streamed in order every epoch), or split off the training data.
             var memoryVal = valSource is null ? source.MemoryVal : valSource.MemoryTrain;
+            // Rows split off in memory stay there: streaming them would make every epoch read the whole data view again.
             Func<IEnumerable<Batch>>? streamedVal = valSource is null
-                ? (source.ValRows > 0 ? source.Validation : null)
+                ? (source.ValRows > 0 && !source.InMemory ? source.Validation : null)
                 : valSource.InMemory ? null : valSource.InOrder;
             int valBatches = Math.Max(1, valSource?.TrainBatches ?? source.ValBatches);
             using var memoryData = source.InMemory && streamedVal is null ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, memoryVal, seed) : null;
             DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
                 streamedVal ?? (memoryVal is null ? null : () => TensorBatches(memoryVal, o.BatchSize)), valBatches);
+            ch.Info(MessageSensitivity.None,
+                $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of {source.FeatureCount} features " +
+                (memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
+                $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
                    { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps })
             {

@@ -274,41 +274,6 @@ public sealed class EstimatorTests : IDisposable
         }
     }
 
-    /// <summary>Counts the rows every cursor over it reads: how many times the upstream pipeline ran per row.</summary>
-    private sealed class RowCountingView(IDataView inner) : IDataView
-    {
-        private long _rows;
-        public long RowsRead => Interlocked.Read(ref _rows);
-        public bool CanShuffle => inner.CanShuffle;
-        public DataViewSchema Schema => inner.Schema;
-        public long? GetRowCount() => inner.GetRowCount();
-        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) =>
-            new Counting(this, inner.GetRowCursor(columnsNeeded, rand));
-        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
-            [GetRowCursor(columnsNeeded, rand)];
-
-        private sealed class Counting(RowCountingView owner, DataViewRowCursor cursor) : DataViewRowCursor
-        {
-            public override DataViewSchema Schema => cursor.Schema;
-            public override long Position => cursor.Position;
-            public override long Batch => cursor.Batch;
-            public override bool IsColumnActive(DataViewSchema.Column column) => cursor.IsColumnActive(column);
-            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) => cursor.GetGetter<TValue>(column);
-            public override ValueGetter<DataViewRowId> GetIdGetter() => cursor.GetIdGetter();
-            public override bool MoveNext()
-            {
-                if (!cursor.MoveNext()) return false;
-                Interlocked.Increment(ref owner._rows);
-                return true;
-            }
-            protected override void Dispose(bool disposing)
-            {
-                if (disposing) cursor.Dispose();
-                base.Dispose(disposing);
-            }
-        }
-    }
-
     [Fact]
     public void BatchedAndSingleRowScoresAgree()
     {

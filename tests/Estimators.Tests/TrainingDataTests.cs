@@ -183,6 +183,42 @@ public class TrainingDataTests
         Assert.Contains(log, m => m.Contains(inMemoryLimitMB > 0 ? "read into memory once" : "streamed from the data view every epoch"));
     }
 
+    /// <summary>
+    /// Under the in-memory limit a Fit reads its rows in one pass — one cursor, each row once — however the validation rows
+    /// come: none, split off with ValidationFraction, or given as a data view of their own (also read once). Over the
+    /// limit every epoch streams. (The Digits job's ValidationFraction = 0.1 once streamed its rows every epoch.)
+    /// </summary>
+    [Theory]
+    [InlineData(0.0, false)]
+    [InlineData(0.1, false)]
+    [InlineData(0.0, true)]
+    public void UnderTheLimitEveryRowIsReadOnceWhateverTheValidation(double validationFraction, bool validationData)
+    {
+        const int n = 400, m = 100, epochs = 3;
+        var ml = new MLContext(seed: 3);
+        var log = new List<string>();
+        ml.Log += (_, e) => { if (e.Source.StartsWith("MlNetGuide", StringComparison.Ordinal)) lock (log) log.Add(e.Message); };
+        var train = new RowCountingView(ml.Data.LoadFromEnumerable(Rows(n)));
+        var val = new RowCountingView(ml.Data.LoadFromEnumerable(Rows(m)));
+        var options = Options(validationFraction, batch: 16);
+        options.Epochs = epochs;
+        var estimator = ml.Regression.Trainers.NeuralNetwork(options);
+        using var model = validationData ? estimator.Fit(train, val) : estimator.Fit(train);
+        Assert.Equal(epochs, model.History!.Epochs.Count);
+        Assert.Equal(1, train.CursorsOpened);
+        Assert.Equal(n, train.RowsRead);
+        Assert.Equal(validationData ? 1 : 0, val.CursorsOpened);
+        Assert.Equal(validationData ? m : 0, val.RowsRead);
+        if (validationFraction > 0 || validationData) Assert.NotNull(model.History.Epochs[^1].ValLoss);
+        Assert.Contains(log, l => l.Contains("read into memory once", StringComparison.Ordinal));
+
+        // Over the limit (0: always stream) each epoch reads the view again: the count this test tells apart.
+        var streamed = new RowCountingView(ml.Data.LoadFromEnumerable(Rows(n)));
+        options.InMemoryLimitMB = 0;
+        using (ml.Regression.Trainers.NeuralNetwork(options).Fit(streamed))
+            Assert.True(streamed.RowsRead >= epochs * (long)n, $"{streamed.RowsRead} rows read in {epochs} streamed epochs");
+    }
+
     [Fact]
     public void ANegativeInMemoryLimitIsRejectedAndAnyOtherAccepted()
     {
