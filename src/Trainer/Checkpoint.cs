@@ -51,8 +51,16 @@ internal static class Checkpoint
         });
     }
 
-    /// <summary>Loads the model's weights and returns the header; the optimizer and random state are applied by <see cref="Restore"/>.</summary>
-    public static Header Read(string path, TrainableModule model, out byte[] optimizerState, out byte[] dataRng, out byte[] globalRng)
+    /// <summary>Everything a checkpoint holds, read and checked, nothing applied yet.</summary>
+    public sealed record Contents(Header Header, byte[] Weights, byte[] OptimizerState, byte[] DataRng, byte[] GlobalRng);
+
+    /// <summary>
+    /// Reads every entry and checks each against its range before anything is applied: the header's numbers against
+    /// this trainer (<paramref name="maxEpochs"/> epochs of <paramref name="stepsPerEpoch"/> optimizer steps), the
+    /// optimizer's type, and each generator state against what libtorch accepts (a bad one aborts the process there).
+    /// </summary>
+    /// <exception cref="ModelFormatException">Any entry is missing, unreadable or out of range.</exception>
+    public static Contents Read(string path, int maxEpochs, int stepsPerEpoch)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"No checkpoint at {Path.GetFullPath(path)}.", path);
@@ -63,30 +71,66 @@ internal static class Checkpoint
             ZipBounds.Check(zip, LoadLimits.Default.BudgetFor(bytes.Length), path);
             var header = JsonSerializer.Deserialize<Header>(ZipBounds.ReadAll(Get(zip, "checkpoint.json", path), 16 << 20, path))
                 ?? throw new ModelFormatException($"{path}: checkpoint.json is empty.");
-            if (header.Version != FormatVersion)
-                throw new ModelFormatException($"{path} is checkpoint format {header.Version}; this version reads {FormatVersion}.");
-            using (var weights = new MemoryStream(ZipBounds.ReadAll(Get(zip, "model.weights", path), bytes.Length * 8L, path), writable: false))
-                StateDict.Load(model, weights, TensorFileFormat.TorchSharp);
-            optimizerState = ZipBounds.ReadAll(Get(zip, "optimizer.state", path), bytes.Length * 8L, path);
-            dataRng = ZipBounds.ReadAll(Get(zip, "data.rng", path), 1 << 20, path);
-            globalRng = ZipBounds.ReadAll(Get(zip, "global.rng", path), 1 << 20, path);
-            return header;
+            CheckHeader(header, maxEpochs, stepsPerEpoch, path);
+            var contents = new Contents(header,
+                ZipBounds.ReadAll(Get(zip, "model.weights", path), bytes.Length * 8L, path),
+                ZipBounds.ReadAll(Get(zip, "optimizer.state", path), bytes.Length * 8L, path),
+                ZipBounds.ReadAll(Get(zip, "data.rng", path), 1 << 20, path),
+                ZipBounds.ReadAll(Get(zip, "global.rng", path), 1 << 20, path));
+            GeneratorState.Check(contents.GlobalRng, "global.rng", path); // data.rng is checked by the data module that reads it
+            return contents;
         }
-        catch (Exception ex) when (ex is InvalidDataException or JsonException or EndOfStreamException)
+        catch (Exception ex) when (ex is InvalidDataException or JsonException or EndOfStreamException or NotSupportedException)
         {
             throw new ModelFormatException($"{path} is not a readable checkpoint: {ex.Message}", ex);
         }
     }
 
-    /// <summary>Applies the optimizer, data and global random state read from a checkpoint.</summary>
-    public static void Restore(Header header, optim.Optimizer optimizer, DataModule data, byte[] optimizerState, byte[] dataRng, byte[] globalRng, string path)
+    private static void CheckHeader(Header h, int maxEpochs, int stepsPerEpoch, string path)
     {
-        if (optimizer is not OptimizerHelper helper || helper.GetType().FullName != header.Optimizer)
-            throw new InvalidOperationException($"{path} was written with a {header.Optimizer}; this model's ConfigureOptimizers made a {optimizer.GetType().FullName}.");
-        using (var reader = new BinaryReader(new MemoryStream(optimizerState, writable: false)))
-            helper.load_state_dict(reader);
-        data.LoadRandomState(dataRng);
-        using var rng = tensor(globalRng, dtype: ScalarType.Byte);
+        void Range(string what, long value, long min, long max)
+        {
+            if (value < min || value > max)
+                throw new ModelFormatException($"{path}: {what} is {value}; a checkpoint of this trainer has {min} to {max}.");
+        }
+        if (h.Version != FormatVersion)
+            throw new ModelFormatException($"{path} is checkpoint format {h.Version}; this version reads {FormatVersion}.");
+        Range("the epoch", h.Epoch, 1, maxEpochs);
+        Range("the scheduler's steps", h.SchedulerSteps, 0, (long)h.Epoch * stepsPerEpoch);
+        Range("the training batch index", h.TrainBatchIdx, 0, (long)h.Epoch * Math.Max(1, stepsPerEpoch) * 1024);
+        Range("the validation batch index", h.ValBatchIdx, 0, int.MaxValue);
+        if (h.History is null || h.History.Any(e => e is null || e.Values is null))
+            throw new ModelFormatException($"{path}: the checkpoint's history is missing or has an empty epoch.");
+        Range("the history's length", h.History.Count, 0, h.Epoch);
+    }
+
+    /// <summary>Loads the checkpoint's weights into the model (all or nothing; a lazy model is materialized from them).</summary>
+    public static void LoadWeights(Contents c, TrainableModule model, string path)
+    {
+        using var weights = new MemoryStream(c.Weights, writable: false);
+        try { StateDict.Load(model, weights, TensorFileFormat.TorchSharp); }
+        catch (Exception ex) when (ex is StateDictMismatchException or ModelFormatException)
+        {
+            throw new ModelFormatException($"{path}: the checkpoint's model.weights: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>Applies the optimizer, data and global random state; the caller rolls the model and data back if this throws.</summary>
+    public static void ApplyState(Contents c, optim.Optimizer optimizer, DataModule data, string path)
+    {
+        if (optimizer is not OptimizerHelper helper || helper.GetType().FullName != c.Header.Optimizer)
+            throw new ModelFormatException($"{path} was written with a {c.Header.Optimizer}; this model's ConfigureOptimizers made a {optimizer.GetType().FullName}.");
+        try
+        {
+            using (var reader = new BinaryReader(new MemoryStream(c.OptimizerState, writable: false)))
+                helper.load_state_dict(reader);
+            data.LoadRandomState(c.DataRng);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            throw new ModelFormatException($"{path}: the optimizer or shuffle state does not fit this run: {ex.Message}", ex);
+        }
+        using var rng = tensor(c.GlobalRng, dtype: ScalarType.Byte);
         random.set_rng_state(rng);
     }
 

@@ -83,9 +83,7 @@ public sealed class TensorDataModule : DataModule, IDisposable
     public override void LoadRandomState(byte[] state)
     {
         ArgumentNullException.ThrowIfNull(state);
-        using var current = _generator.get_state();
-        if (state.Length != current.bytes.Length)
-            throw new ArgumentException($"The checkpoint's shuffle state has {state.Length} bytes; this generator's has {current.bytes.Length}.", nameof(state));
+        GeneratorState.Check(state, "the shuffle state", "the checkpoint"); // libtorch aborts on a state it rejects
         using var restored = tensor(state, dtype: ScalarType.Byte);
         _generator.set_state(restored);
     }

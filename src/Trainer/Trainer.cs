@@ -214,22 +214,42 @@ public sealed class Trainer : IDisposable
         ArgumentNullException.ThrowIfNull(data);
         PrepareData(data);
         PrepareModel(model);
-        Checkpoint.Header? resume = null;
-        byte[] optimizerState = [], dataRng = [], globalRng = [];
-        if (resumeFrom is not null)
+        // Resume: everything is read and range-checked first; then applied with a roll-back, so a refused checkpoint
+        // leaves the model's weights, the data's shuffle state and this trainer's optimizer as they were.
+        var resume = resumeFrom is null ? null : Checkpoint.Read(resumeFrom, MaxEpochs, StepsPerEpoch);
+        var before = resume is null ? null : Snapshot.Take(model, data);
+        optim.Optimizer? optimizer = null;
+        optim.lr_scheduler.LRScheduler? scheduler = null;
+        try
         {
-            resume = Checkpoint.Read(resumeFrom, model, out optimizerState, out dataRng, out globalRng);
-            if (resume.Epoch > MaxEpochs)
-                throw new ArgumentException($"{resumeFrom} is from epoch {resume.Epoch}, past this trainer's {MaxEpochs} epochs.", nameof(resumeFrom));
+            if (resume is not null) Checkpoint.LoadWeights(resume, model, resumeFrom!);
+            model.EnsureInitialized();
+            EnsureModelOnDevice(model); // once: PrepareBatch then puts every batch on the same device
+            optimizer = model.ConfigureOptimizers();
+            EnsureOptimizerOwnsModelParameters(model, optimizer);
+            scheduler = model.ConfigureScheduler(optimizer, checked(MaxEpochs * StepsPerEpoch));
+            if (AccumulateGradBatches > 1 && _replicas.Count > 0)
+                throw new NotSupportedException("Gradient accumulation is not supported with data-parallel replicas; use one device or AccumulateGradBatches = 1.");
+            if (resume is not null)
+            {
+                // Replay the scheduler first: chainable schedulers (StepLR, …) derive each rate from the previous one, starting
+                // from the initial rate; then the optimizer's saved state sets rates, momenta and buffers as the run left them.
+                for (int i = 0; i < resume.Header.SchedulerSteps; i++) scheduler?.step();
+                Checkpoint.ApplyState(resume, optimizer, data, resumeFrom!);
+            }
         }
-        model.EnsureInitialized();
-        EnsureModelOnDevice(model); // once: PrepareBatch then puts every batch on the same device
+        catch
+        {
+            before?.Restore(model, data);
+            optimizer?.Dispose();
+            throw;
+        }
+        finally
+        {
+            before?.Dispose();
+        }
         Optim?.Dispose();
-        Optim = model.ConfigureOptimizers();
-        EnsureOptimizerOwnsModelParameters(model, Optim);
-        Scheduler = model.ConfigureScheduler(Optim, checked(MaxEpochs * StepsPerEpoch));
-        if (AccumulateGradBatches > 1 && _replicas.Count > 0)
-            throw new NotSupportedException("Gradient accumulation is not supported with data-parallel replicas; use one device or AccumulateGradBatches = 1.");
+        (Optim, Scheduler) = (optimizer, scheduler);
         Epoch = 0;
         TrainBatchIdx = 0;
         ValBatchIdx = 0;
@@ -237,13 +257,10 @@ public sealed class Trainer : IDisposable
         var history = new History();
         if (resume is not null)
         {
-            // Replay the scheduler first: chainable schedulers (StepLR, …) derive each rate from the previous one, starting
-            // from the initial rate; then the optimizer's saved state sets rates, momenta and buffers as the run left them.
-            for (int i = 0; i < resume.SchedulerSteps; i++) Scheduler?.step();
-            Checkpoint.Restore(resume, Optim, data, optimizerState, dataRng, globalRng, resumeFrom!);
-            (Epoch, TrainBatchIdx, ValBatchIdx, SchedulerSteps) = (resume.Epoch, resume.TrainBatchIdx, resume.ValBatchIdx, resume.SchedulerSteps);
-            foreach (var e in resume.History) history.Add(new EpochMetrics(e.Epoch, e.Values, TimeSpan.FromSeconds(e.Seconds)));
-            Log?.Invoke($"resumed from {resumeFrom} after epoch {resume.Epoch}.");
+            var h = resume.Header;
+            (Epoch, TrainBatchIdx, ValBatchIdx, SchedulerSteps) = (h.Epoch, h.TrainBatchIdx, h.ValBatchIdx, h.SchedulerSteps);
+            foreach (var e in h.History) history.Add(new EpochMetrics(e.Epoch, e.Values, TimeSpan.FromSeconds(e.Seconds)));
+            Log?.Invoke($"resumed from {resumeFrom} after epoch {h.Epoch}.");
         }
         DisposeStepLosses();
         _stepLosses = zeros(new long[] { NumTrainBatches }, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();

@@ -1,0 +1,127 @@
+using System.IO.Compression;
+using System.Text.Json.Nodes;
+using MlNetGuide.Modules;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MlNetGuide.Training.Tests;
+
+/// <summary>
+/// A crafted checkpoint is refused with <see cref="ModelFormatException"/> before anything is applied, and the refusal
+/// leaves the model's weights, the data's shuffle state and the trainer's optimizer bit-identical to before the call.
+/// Before these checks, a 10-byte or all-zero generator state aborted the process inside libtorch, and huge header
+/// numbers made resume run without end.
+/// </summary>
+public sealed class CheckpointSafetyTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mlnetguide-ckpt-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static Regressor Model()
+    {
+        using var g = new Generator(7);
+        var net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1));
+        using (no_grad())
+            foreach (var p in net.parameters()) p.copy_(randn(p.shape, generator: g).mul_(0.5));
+        return new Regressor(net, lr: 0.1) { OptimizerFactory = (ps, lr) => new Sgd(ps, lr, momentum: 0.9) };
+    }
+
+    private static TensorDataModule Data()
+    {
+        using var g = new Generator(1);
+        var x = randn(new long[] { 64, 3 }, generator: g);
+        var y = x.sum(1, keepdim: true).sin();
+        return new TensorDataModule([x, y], 16, seed: 3);
+    }
+
+    private static byte[] OptimizerState(Trainer trainer)
+    {
+        using var m = new MemoryStream();
+        using (var w = new BinaryWriter(m, System.Text.Encoding.UTF8, leaveOpen: true)) ((OptimizerHelper)trainer.Optim!).save_state_dict(w);
+        return m.ToArray();
+    }
+
+    private static byte[] Weights(nn.Module model)
+    {
+        using var m = new MemoryStream();
+        StateDict.Save(model, m);
+        return m.ToArray();
+    }
+
+    /// <summary>Each crafted variant: an entry's bytes replaced (or its header edited).</summary>
+    public static TheoryData<string> Variants() =>
+    [
+        "global.rng: 10 bytes", "global.rng: all zero", "global.rng: left 0", "data.rng: 10 bytes", "data.rng: all zero",
+        "header: SchedulerSteps int.MaxValue", "header: Epoch -1000000", "header: Epoch 99", "header: history null",
+        "header: optimizer type", "optimizer.state: garbage", "optimizer.state: empty", "model.weights: garbage",
+    ];
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void ACraftedCheckpointIsRefusedAndChangesNothing(string variant)
+    {
+        var path = Path.Combine(_dir, "run.ckpt");
+        using var model = Model();
+        using var data = Data();
+        using var trainer = new Trainer(2) { CheckpointPath = path };
+        trainer.Fit(model, data); // two epochs: a checkpoint after each
+        var crafted = Path.Combine(_dir, "crafted.ckpt");
+        Craft(path, crafted, variant);
+
+        var (weights, optimizer, optimizerState, shuffle) = (Weights(model), trainer.Optim, OptimizerState(trainer), data.SaveRandomState());
+        using var globalBefore = random.get_rng_state();
+        var ex = Assert.Throws<ModelFormatException>(() => trainer.Fit(model, data, crafted));
+        Assert.Contains(crafted, ex.Message);
+        Assert.Equal(weights, Weights(model));
+        Assert.Same(optimizer, trainer.Optim);
+        Assert.Equal(optimizerState, OptimizerState(trainer));
+        Assert.Equal(shuffle, data.SaveRandomState());
+        using var globalAfter = random.get_rng_state();
+        Assert.Equal(globalBefore.bytes.ToArray(), globalAfter.bytes.ToArray());
+
+        // The genuine checkpoint still resumes (nothing about the trainer was spoiled by the refusal).
+        trainer.Fit(model, data, path);
+    }
+
+    private static void Craft(string from, string to, string variant)
+    {
+        var entries = new Dictionary<string, byte[]>();
+        using (var zip = ZipFile.OpenRead(from))
+            foreach (var e in zip.Entries)
+            {
+                using var s = e.Open();
+                using var m = new MemoryStream();
+                s.CopyTo(m);
+                entries[e.FullName] = m.ToArray();
+            }
+        byte[] Rng(string name, Action<byte[]> edit) { var b = (byte[])entries[name].Clone(); edit(b); return b; }
+        void Header(Action<JsonObject> edit)
+        {
+            var json = JsonNode.Parse(entries["checkpoint.json"])!.AsObject();
+            edit(json);
+            entries["checkpoint.json"] = System.Text.Encoding.UTF8.GetBytes(json.ToJsonString());
+        }
+        switch (variant)
+        {
+            case "global.rng: 10 bytes": entries["global.rng"] = new byte[10]; break;
+            case "global.rng: all zero": entries["global.rng"] = new byte[entries["global.rng"].Length]; break;
+            case "global.rng: left 0": entries["global.rng"] = Rng("global.rng", b => BitConverter.GetBytes(0).CopyTo(b, 8)); break;
+            case "data.rng: 10 bytes": entries["data.rng"] = new byte[10]; break;
+            case "data.rng: all zero": entries["data.rng"] = new byte[entries["data.rng"].Length]; break;
+            case "header: SchedulerSteps int.MaxValue": Header(j => j["SchedulerSteps"] = int.MaxValue); break;
+            case "header: Epoch -1000000": Header(j => j["Epoch"] = -1000000); break;
+            case "header: Epoch 99": Header(j => j["Epoch"] = 99); break;
+            case "header: history null": Header(j => j["History"] = null); break;
+            case "header: optimizer type": Header(j => j["Optimizer"] = "MlNetGuide.Training.Adam"); break;
+            case "optimizer.state: garbage": entries["optimizer.state"] = Enumerable.Range(0, 64).Select(i => (byte)(i * 37)).ToArray(); break;
+            case "optimizer.state: empty": entries["optimizer.state"] = []; break;
+            case "model.weights: garbage": entries["model.weights"] = Enumerable.Range(0, 256).Select(i => (byte)(i * 11)).ToArray(); break;
+            default: throw new ArgumentException(variant);
+        }
+        using var output = ZipFile.Open(to, ZipArchiveMode.Create);
+        foreach (var (name, bytes) in entries)
+            using (var s = output.CreateEntry(name).Open()) s.Write(bytes);
+    }
+}
