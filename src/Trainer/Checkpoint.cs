@@ -19,7 +19,7 @@ namespace MlNetGuide.Training;
 /// </remarks>
 internal static class Checkpoint
 {
-    private const int FormatVersion = 1;
+    private const int FormatVersion = 2; // 2: the whole file is sealed (1 sealed model.weights only)
 
     public sealed record Header(int Version, string Optimizer, int Epoch, int TrainBatchIdx, int ValBatchIdx, int SchedulerSteps,
         List<EpochRecord> History);
@@ -32,9 +32,9 @@ internal static class Checkpoint
             ?? throw new NotSupportedException($"Checkpoints need an optimizer with a state dict (TorchSharp's OptimizerHelper, e.g. MlNetGuide's Sgd/Adam); {trainer.Optim?.GetType().Name} has none.");
         var header = new Header(FormatVersion, optimizer.GetType().FullName!, trainer.Epoch + 1, trainer.TrainBatchIdx, trainer.ValBatchIdx,
             trainer.SchedulerSteps, history.Epochs.Select(e => new EpochRecord(e.Epoch, e.Values.ToDictionary(), e.Elapsed.TotalSeconds)).ToList());
-        AtomicFile.Write(path, stream =>
+        using var buffer = new MemoryStream();
+        using (var zip = new ZipArchive(buffer, ZipArchiveMode.Create, leaveOpen: true))
         {
-            using var zip = new ZipArchive(stream, ZipArchiveMode.Create, leaveOpen: true);
             Entry(zip, "checkpoint.json", s => JsonSerializer.Serialize(s, header));
             Entry(zip, "model.weights", s => StateDict.Save(model, s));
             Entry(zip, "optimizer.state", s =>
@@ -48,7 +48,10 @@ internal static class Checkpoint
                 using var state = random.get_rng_state();
                 s.Write(state.bytes);
             });
-        });
+        }
+        // A SHA-256 trailer over every byte of the zip: a flipped bit or a cut anywhere is refused at resume.
+        var sealedFile = Integrity.SealNative(buffer.ToArray());
+        AtomicFile.Write(path, stream => stream.Write(sealedFile));
     }
 
     /// <summary>Everything a checkpoint holds, read and checked, nothing applied yet.</summary>
@@ -64,7 +67,11 @@ internal static class Checkpoint
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"No checkpoint at {Path.GetFullPath(path)}.", path);
-        var bytes = File.ReadAllBytes(path);
+        var file = File.ReadAllBytes(path);
+        var payload = Integrity.OpenNative(file, path); // checks the trailer when there is one
+        if (payload.Length == file.Length)
+            throw new ModelFormatException($"{path} has no seal: not a checkpoint of this version, or one cut short.");
+        var bytes = payload.ToArray();
         try
         {
             using var zip = new ZipArchive(new MemoryStream(bytes, writable: false), ZipArchiveMode.Read);

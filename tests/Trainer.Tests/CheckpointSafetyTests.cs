@@ -88,7 +88,8 @@ public sealed class CheckpointSafetyTests : IDisposable
     private static void Craft(string from, string to, string variant)
     {
         var entries = new Dictionary<string, byte[]>();
-        using (var zip = ZipFile.OpenRead(from))
+        var file = File.ReadAllBytes(from);
+        using (var zip = new ZipArchive(new MemoryStream(file, 0, file.Length - TrailerLength), ZipArchiveMode.Read))
             foreach (var e in zip.Entries)
             {
                 using var s = e.Open();
@@ -120,8 +121,46 @@ public sealed class CheckpointSafetyTests : IDisposable
             case "model.weights: garbage": entries["model.weights"] = Enumerable.Range(0, 256).Select(i => (byte)(i * 11)).ToArray(); break;
             default: throw new ArgumentException(variant);
         }
-        using var output = ZipFile.Open(to, ZipArchiveMode.Create);
-        foreach (var (name, bytes) in entries)
-            using (var s = output.CreateEntry(name).Open()) s.Write(bytes);
+        // An attacker recomputes the seal (it detects corruption, not intent), so each check must stand on its own.
+        using var buffer = new MemoryStream();
+        using (var output = new ZipArchive(buffer, ZipArchiveMode.Create, leaveOpen: true))
+            foreach (var (name, bytes) in entries)
+                using (var s = output.CreateEntry(name).Open()) s.Write(bytes);
+        File.WriteAllBytes(to, Sealed(buffer.ToArray()));
+    }
+
+    // The checkpoint's seal: "MLNGSHA1" and the SHA-256 of every byte before it.
+    private const int TrailerLength = 8 + 32;
+    private static byte[] Sealed(byte[] zip) => [.. zip, .. "MLNGSHA1"u8, .. System.Security.Cryptography.SHA256.HashData(zip)];
+
+    /// <summary>The whole checkpoint is sealed: a flipped bit or a cut anywhere is refused before anything is applied.</summary>
+    [Fact]
+    public void EveryFlippedBitAndEveryTruncationIsRefused()
+    {
+        var path = Path.Combine(_dir, "run.ckpt");
+        using var model = Model();
+        using var data = Data();
+        using var trainer = new Trainer(2) { CheckpointPath = path };
+        trainer.Fit(model, data);
+        var bytes = File.ReadAllBytes(path);
+        var weights = Weights(model);
+        var crafted = Path.Combine(_dir, "crafted.ckpt");
+        int refused = 0, tried = 0;
+        var accepted = new List<string>();
+        // 97 offsets spread over the file (headers, every entry's data, the central directory), and 40 lengths.
+        var flips = Enumerable.Range(0, 97).Select(i => (long)i * (bytes.Length - 1) / 96).Distinct();
+        var cuts = Enumerable.Range(0, 40).Select(i => (long)i * (bytes.Length - 1) / 40).Distinct();
+        foreach (var (offset, cut) in flips.Select(o => (o, false)).Concat(cuts.Select(c => (c, true))))
+        {
+            var b = cut ? bytes[..(int)offset] : (byte[])bytes.Clone();
+            if (!cut) b[offset] ^= 0x10;
+            File.WriteAllBytes(crafted, b);
+            tried++;
+            try { trainer.Fit(model, data, crafted); }
+            catch (ModelFormatException) { refused++; continue; }
+            accepted.Add($"{(cut ? "cut at" : "flip at")} {offset} of {bytes.Length}");
+            Assert.Equal(weights, Weights(model));
+        }
+        Assert.True(tried == refused, string.Join("; ", accepted));
     }
 }
