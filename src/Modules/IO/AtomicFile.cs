@@ -13,7 +13,7 @@ namespace MlNetGuide.Modules;
 /// removes those whose process no longer runs; one whose process id now belongs to another running process is kept
 /// (it cannot be told apart from a save in progress), and can be deleted by hand once no save is running.
 /// </remarks>
-public static class AtomicFile
+internal static class AtomicFile
 {
     private const string Suffix = ".mlnetguide.tmp";
 

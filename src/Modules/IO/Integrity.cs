@@ -23,7 +23,7 @@ namespace MlNetGuide.Modules;
 /// whatever its seal says; the loaders' size checks and budget (<see cref="LoadLimits"/>) are what protect a process
 /// from a crafted file.</para>
 /// </summary>
-public static class Integrity
+internal static class Integrity
 {
     private static readonly byte[] TrailerMagic = "MLNGSHA1"u8.ToArray();
     private const int TrailerLength = 8 + 32;

@@ -1,4 +1,5 @@
 using System.IO.Compression;
+using System.IO.Hashing;
 using static TorchSharp.torch;
 
 namespace MlNetGuide.Modules;
@@ -296,12 +297,12 @@ internal static class PyTorchZipReader
             var tensor = empty([storage.Numel], dtype: storage.Dtype);
             loaded.Add(storage, tensor);
             using var s = storage.Entry.Open();
-            var crc = new ZipCrc32();
+            var crc = new Crc32();
             long done = 0, chunk = ChunkBytes / storage.ElementSize;
             for (long at = 0; at < storage.Numel; at += chunk)
             {
                 using var piece = tensor.narrow(0, at, Math.Min(chunk, storage.Numel - at));
-                Fill(s, piece.bytes, storage.Entry, ref done, ref crc);
+                Fill(s, piece.bytes, storage.Entry, ref done, crc);
             }
             Finish(s, storage.Entry, crc);
         }
@@ -332,14 +333,14 @@ internal static class PyTorchZipReader
             throw new InvalidDataException($"'{entry.FullName}' declares {entry.Length} bytes, more than the {cap} expected");
         var bytes = new byte[entry.Length];
         using var s = entry.Open();
-        var crc = new ZipCrc32();
+        var crc = new Crc32();
         long done = 0;
-        Fill(s, bytes, entry, ref done, ref crc);
+        Fill(s, bytes, entry, ref done, crc);
         Finish(s, entry, crc);
         return bytes;
     }
 
-    private static void Fill(Stream s, Span<byte> into, ZipArchiveEntry entry, ref long done, ref ZipCrc32 crc)
+    private static void Fill(Stream s, Span<byte> into, ZipArchiveEntry entry, ref long done, Crc32 crc)
     {
         while (into.Length > 0)
         {
@@ -354,13 +355,14 @@ internal static class PyTorchZipReader
 
     // The declared size is only a claim. One byte more than declared means it lied (should .NET ever read past it);
     // a CRC-32 that differs means the bytes are not the ones the header describes (.NET stops at the declared size).
-    private static void Finish(Stream s, ZipArchiveEntry entry, ZipCrc32 crc)
+    private static void Finish(Stream s, ZipArchiveEntry entry, Crc32 crc)
     {
         Span<byte> one = stackalloc byte[1];
         if (s.Read(one) != 0)
             throw new InvalidDataException($"zip entry '{entry.FullName}' inflates to more than the {entry.Length} bytes its header declares");
-        if (crc.Value != entry.Crc32)
+        uint actual = crc.GetCurrentHashAsUInt32(); // the zip format's CRC-32 (IEEE 802.3), as System.IO.Hashing computes it
+        if (actual != entry.Crc32)
             throw new InvalidDataException(
-                $"zip entry '{entry.FullName}': the first {entry.Length} bytes (its declared size) have CRC-32 {crc.Value:x8}, its header says {entry.Crc32:x8}; the declared size or the data is wrong");
+                $"zip entry '{entry.FullName}': the first {entry.Length} bytes (its declared size) have CRC-32 {actual:x8}, its header says {entry.Crc32:x8}; the declared size or the data is wrong");
     }
 }

@@ -7,7 +7,7 @@ namespace MlNetGuide.Modules;
 /// together. System.IO.Compression never inflates an entry past the uncompressed length its header declares, so the
 /// declared lengths are a true upper bound on what reading the entries can allocate.
 /// </summary>
-public static class ZipBounds
+internal static class ZipBounds
 {
     /// <summary>The most entries a zip we load may have (our model zips have a handful; PyTorch's one per tensor).</summary>
     public const int MaxEntries = 65_536;
