@@ -104,6 +104,22 @@ internal static class MlNetInternals
         return true;
     }
 
+    /// <summary>
+    /// ML.NET's host check (its internal <c>Contracts.CheckAlive</c>): throws what ML.NET's trainers throw once
+    /// <c>MLContext.CancelExecution()</c> has been called on the context behind <paramref name="env"/>.
+    /// </summary>
+    public static Action CheckAlive(IHostEnvironment env)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        var canceled = FindProperty(env.GetType(), "IsCanceled")
+            ?? env.GetType().GetInterfaces().Select(i => i.GetProperty("IsCanceled", Any)).FirstOrDefault(p => p is not null)
+            ?? throw Unsupported("IsCanceled on an ML.NET environment (MLContext.CancelExecution)", "NeuralNetworkOptions.CancellationToken");
+        return () =>
+        {
+            if (canceled.GetValue(env) is true) throw new OperationCanceledException("Operation was canceled."); // ML.NET's own words and type
+        };
+    }
+
     private static PropertyInfo? FindProperty(Type type, string name)
     {
         for (var t = type; t is not null; t = t.BaseType)

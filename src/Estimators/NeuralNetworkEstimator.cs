@@ -186,7 +186,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 (memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
                 $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
-                   { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps })
+                   { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps, CheckAlive = MlNetInternals.CheckAlive(host) })
             {
                 if (o.EpochCompleted is { } callback) trainer.EpochCompleted += callback;
                 history = trainer.Fit(objective, data, o.CancellationToken);

@@ -81,6 +81,13 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public string? CheckpointPath { get; init; }
 
+    /// <summary>
+    /// Called once before every training step and every validation batch; whatever it throws ends <c>Fit</c> (the batch
+    /// not yet taken is released) and reaches the caller unchanged. ML.NET's estimator passes its host's check here, so
+    /// <c>MLContext.CancelExecution()</c> stops a fit within one batch, as ML.NET's own trainers do.
+    /// </summary>
+    public Action? CheckAlive { get; set; }
+
     /// <summary>Epochs between checkpoints (with <see cref="CheckpointPath"/>). Default 1.</summary>
     public int CheckpointEvery
     {
@@ -302,6 +309,21 @@ public sealed class Trainer : IDisposable
         }
     }
 
+    /// <summary>Between batches: the caller's token, then <see cref="CheckAlive"/>; a stop releases the batch not yet taken.</summary>
+    private void StopIfAsked(Batch raw, CancellationToken cancellationToken)
+    {
+        try
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            CheckAlive?.Invoke();
+        }
+        catch
+        {
+            raw.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Optimizer steps per epoch: one per <see cref="AccumulateGradBatches"/> batches, the last window possibly shorter.</summary>
     public int StepsPerEpoch => (NumTrainBatches + AccumulateGradBatches - 1) / AccumulateGradBatches;
 
@@ -372,7 +394,7 @@ public sealed class Trainer : IDisposable
         using var accumulationScale = (1.0 / k).ToScalar();
         foreach (var raw in loader)
         {
-            cancellationToken.ThrowIfCancellationRequested();
+            StopIfAsked(raw, cancellationToken);
             var batch = PrepareBatch(raw);
             try
             {
@@ -420,7 +442,7 @@ public sealed class Trainer : IDisposable
         {
             foreach (var raw in ValDataLoader)
             {
-                cancellationToken.ThrowIfCancellationRequested();
+                StopIfAsked(raw, cancellationToken);
                 var batch = PrepareBatch(raw);
                 try
                 {

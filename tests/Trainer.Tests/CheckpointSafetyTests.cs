@@ -53,7 +53,7 @@ public sealed class CheckpointSafetyTests : IDisposable
     /// <summary>Each crafted variant: an entry's bytes replaced (or its header edited).</summary>
     public static TheoryData<string> Variants() =>
     [
-        "global.rng: 10 bytes", "global.rng: all zero", "global.rng: left 0", "data.rng: 10 bytes", "data.rng: all zero",
+        "global.rng: 10 bytes", "global.rng: all zero", "global.rng: left 0", "global.rng: left 624 next 624", "data.rng: 10 bytes", "data.rng: all zero",
         "header: SchedulerSteps int.MaxValue", "header: Epoch -1000000", "header: Epoch 99", "header: history null",
         "header: optimizer type", "optimizer.state: garbage", "optimizer.state: empty", "model.weights: garbage",
     ];
@@ -109,6 +109,7 @@ public sealed class CheckpointSafetyTests : IDisposable
             case "global.rng: 10 bytes": entries["global.rng"] = new byte[10]; break;
             case "global.rng: all zero": entries["global.rng"] = new byte[entries["global.rng"].Length]; break;
             case "global.rng: left 0": entries["global.rng"] = Rng("global.rng", b => BitConverter.GetBytes(0).CopyTo(b, 8)); break;
+            case "global.rng: left 624 next 624": entries["global.rng"] = Rng("global.rng", b => { BitConverter.GetBytes(624).CopyTo(b, 8); BitConverter.GetBytes(624UL).CopyTo(b, 16); }); break;
             case "data.rng: 10 bytes": entries["data.rng"] = new byte[10]; break;
             case "data.rng: all zero": entries["data.rng"] = new byte[entries["data.rng"].Length]; break;
             case "header: SchedulerSteps int.MaxValue": Header(j => j["SchedulerSteps"] = int.MaxValue); break;
