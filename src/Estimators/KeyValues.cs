@@ -58,18 +58,33 @@ internal sealed class KeyValues
 
     public string TypeNameForSave => TypeName(ItemType)!;
 
+    /// <summary>ML.NET's annotation kinds on a multiclass Score: the class each slot stands for (SlotNames: text values only).</summary>
+    public const string TrainingLabelValuesKind = "TrainingLabelValues", SlotNamesKind = "SlotNames";
+
     /// <summary>Adds this as the KeyValues annotation of a column being built.</summary>
-    public void AddTo(DataViewSchema.Annotations.Builder builder)
+    public void AddTo(DataViewSchema.Annotations.Builder builder) => AddAs(builder, KeyValuesKind);
+
+    /// <summary>
+    /// Adds what ML.NET's multiclass scorer puts on Score for a label with these key values: TrainingLabelValues, and
+    /// SlotNames when the values are text (so <c>GetSlotNames</c> names each probability).
+    /// </summary>
+    public void AddScoreAnnotations(DataViewSchema.Annotations.Builder builder)
     {
-        var method = typeof(KeyValues).GetMethod(nameof(AddTyped), BindingFlags.NonPublic | BindingFlags.Instance)!.MakeGenericMethod(ItemType.RawType);
-        method.Invoke(this, [builder]);
+        AddAs(builder, TrainingLabelValuesKind);
+        if (ItemType == TextDataViewType.Instance) AddAs(builder, SlotNamesKind);
     }
 
-    private void AddTyped<T>(DataViewSchema.Annotations.Builder builder)
+    private void AddAs(DataViewSchema.Annotations.Builder builder, string kind)
+    {
+        var method = typeof(KeyValues).GetMethod(nameof(AddTyped), BindingFlags.NonPublic | BindingFlags.Instance)!.MakeGenericMethod(ItemType.RawType);
+        method.Invoke(this, [builder, kind]);
+    }
+
+    private void AddTyped<T>(DataViewSchema.Annotations.Builder builder, string kind)
     {
         var parsed = Values.Select(v => (T)ParseValue(v)).ToArray();
         ValueGetter<VBuffer<T>> getter = (ref VBuffer<T> dst) => new VBuffer<T>(parsed.Length, parsed).CopyTo(ref dst);
-        builder.Add(KeyValuesKind, new VectorDataViewType(ItemType, parsed.Length), getter);
+        builder.Add(kind, new VectorDataViewType(ItemType, parsed.Length), getter);
     }
 
     private object ParseValue(string v) => ItemType.RawType switch

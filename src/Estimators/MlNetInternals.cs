@@ -2,6 +2,7 @@ using System.Reflection;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using Microsoft.ML.Calibrators;
 using Microsoft.ML.Trainers;
 
 namespace MlNetGuide.Estimators;
@@ -63,11 +64,20 @@ internal static class MlNetInternals
         return (ITransformer)Construct(typeof(RegressionPredictionTransformer<LinearRegressionModelParameters>), env, model, schema, featureColumn);
     }
 
-    /// <summary>A BinaryPredictionTransformer: Score = slot 0 of <paramref name="featureColumn"/>, PredictedLabel = Score &gt; 0.</summary>
+    /// <summary>
+    /// A BinaryPredictionTransformer over a Platt-calibrated identity model, what ML.NET's logistic-regression trainers
+    /// return: Score = slot 0 of <paramref name="featureColumn"/>, Probability = sigmoid(Score) (Platt slope -1, offset 0:
+    /// p = 1 / (1 + exp(-Score))), PredictedLabel = Score &gt; 0, annotated as ML.NET's own trainers annotate them.
+    /// </summary>
     public static ITransformer BinaryScorer(IHostEnvironment env, DataViewSchema schema, string featureColumn)
     {
-        var model = Construct(typeof(LinearBinaryModelParameters), env, Identity(1, 0), 0f, null);
-        return (ITransformer)Construct(typeof(BinaryPredictionTransformer<LinearBinaryModelParameters>), env, model, schema, featureColumn, 0f, "Score");
+        var linear = Construct(typeof(LinearBinaryModelParameters), env, Identity(1, 0), 0f, null);
+        var platt = Construct(typeof(PlattCalibrator), env, -1.0, 0.0);
+        var mixing = typeof(CalibratedModelParametersBase).Assembly.GetType("Microsoft.ML.Calibrators.ParameterMixingCalibratedModelParameters`2")
+            ?? throw Unsupported("ParameterMixingCalibratedModelParameters", "NeuralModel.Save (mlContext.Model.Save of a network needs it)");
+        var calibratedType = mixing.MakeGenericType(typeof(LinearBinaryModelParameters), typeof(PlattCalibrator));
+        var model = Construct(calibratedType, env, linear, platt);
+        return (ITransformer)Construct(typeof(BinaryPredictionTransformer<>).MakeGenericType(calibratedType), env, model, schema, featureColumn, 0f, "Score");
     }
 
     /// <summary>

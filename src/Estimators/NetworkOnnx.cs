@@ -13,8 +13,8 @@ namespace MlNetGuide.Estimators;
 /// <c>mlContext.Model.Load</c> reads back in any process with Microsoft.ML.OnnxTransformer and ONNX Runtime:
 /// <code>
 /// OnnxTransformer        features → MlNetGuideNetworkOutput (the network; softmax for multiclass; one row per ORT run)
-/// *PredictionTransformer identity linear model: Score (and PredictedLabel: the label's key, or Score &gt; 0)
-/// CalibratorTransformer  binary only: Probability = sigmoid(Score) (a fixed Platt calibrator, slope -1)
+/// *PredictionTransformer identity linear model: Score (and PredictedLabel: the label's key, or Score &gt; 0); binary:
+///                        Platt-calibrated (slope -1, offset 0): Probability = sigmoid(Score), as logistic regression gives
 /// ColumnCopying/Dropping the caller's column names; MlNetGuideNetworkOutput removed
 /// </code>
 /// The prediction transformer is there because ML.NET's OnnxTransformer outputs vectors only, and ML.NET's Evaluate
@@ -68,18 +68,37 @@ internal static class NetworkOnnx
         return g.ToModel();
     }
 
-    /// <summary>The stock chain described above, fitted (no data is read: every part is trivial or fixed).</summary>
-    public static ITransformer StockChain(NeuralNetworkTransformer t)
+    /// <summary>
+    /// Saves the stock chain described above, and releases what building it took: the OnnxTransformer's ONNX Runtime
+    /// session and the model file it runs. The file is ours, not ML.NET's: ML.NET 5.0.1's OnnxTransformer, made from a
+    /// stream, copies it to a temporary file it never deletes (one file per save).
+    /// </summary>
+    public static void SaveStockChain(NeuralNetworkTransformer t, ModelSaveContext ctx)
+    {
+        var modelFile = Path.Combine(Path.GetTempPath(), $"mlnetguide-{Guid.NewGuid():N}.onnx");
+        try
+        {
+            File.WriteAllBytes(modelFile, ScoringGraph(t));
+            using var chain = StockChain(t, modelFile);
+            ((ICanSaveModel)chain).Save(ctx);
+        }
+        finally
+        {
+            File.Delete(modelFile);
+        }
+    }
+
+    /// <summary>The stock chain described above, fitted (no data is read: every part is trivial or fixed), running <paramref name="modelFile"/>.</summary>
+    private static TransformerChain<ITransformer> StockChain(NeuralNetworkTransformer t, string modelFile)
     {
         var s = t.Scorer;
-        var bytes = ScoringGraph(t);
         var ml = new MLContext();
         IHostEnvironment env = ml;
         var definition = SchemaDefinition.Create(typeof(FeatureRow));
         definition[0].ColumnName = s.FeatureColumn;
         definition[0].ColumnType = new VectorDataViewType(NumberDataViewType.Single, s.FeatureCount);
         var empty = ml.Data.LoadFromEnumerable(Array.Empty<FeatureRow>(), definition);
-        var onnx = ml.Transforms.ApplyOnnxModel([OutputColumn], [s.FeatureColumn], new MemoryStream(bytes)).Fit(empty);
+        var onnx = ml.Transforms.ApplyOnnxModel([OutputColumn], [s.FeatureColumn], modelFile).Fit(empty);
         var parts = new List<ITransformer> { onnx };
         var view = onnx.Transform(empty);
         void Append(ITransformer part)
@@ -95,9 +114,7 @@ internal static class NetworkOnnx
                 renames.Add((s.ScoreColumn, "Score"));
                 break;
             case NeuralTask.BinaryClassification:
-                Append(MlNetInternals.BinaryScorer(env, view.Schema, OutputColumn));
-                // ML.NET's Platt calibrator: p = 1 / (1 + exp(slope * score + offset)); slope -1 is the sigmoid.
-                Append(ml.BinaryClassification.Calibrators.Platt(slope: -1, offset: 0, scoreColumnName: "Score").Fit(view));
+                Append(MlNetInternals.BinaryScorer(env, view.Schema, OutputColumn)); // Score, Probability, PredictedLabel
                 renames.Add((s.ScoreColumn, "Score"));
                 renames.Add((s.ProbabilityColumn!, "Probability"));
                 renames.Add((s.PredictedLabelColumn!, "PredictedLabel"));

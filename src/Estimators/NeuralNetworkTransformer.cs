@@ -129,7 +129,7 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
         ArgumentNullException.ThrowIfNull(ctx);
         if (NetworkOnnx.Refusal(this) is { } refusal)
             throw new OnnxExportException($"mlContext.Model.Save cannot write this network as ONNX: {refusal}");
-        ((ICanSaveModel)NetworkOnnx.StockChain(this)).Save(ctx);
+        NetworkOnnx.SaveStockChain(this, ctx);
     }
 
     /// <summary>

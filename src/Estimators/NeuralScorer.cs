@@ -114,27 +114,34 @@ internal sealed class NeuralScorer : IDisposable
     {
         if (task == NeuralTask.MulticlassClassification)
         {
-            builder.AddColumn(scoreColumn, new VectorDataViewType(NumberDataViewType.Single, outputs), ScoreKind("MulticlassClassification", "Score"));
-            var label = new DataViewSchema.Annotations.Builder();
+            var score = ScoreKindBuilder("MulticlassClassification", "Score");
+            if (keyValues is { } values && values.Count == outputs) values.AddScoreAnnotations(score);
+            builder.AddColumn(scoreColumn, new VectorDataViewType(NumberDataViewType.Single, outputs), score.ToAnnotations());
+            var label = ScoreKindBuilder("MulticlassClassification", "PredictedLabel");
             keyValues?.AddTo(label);
             builder.AddColumn(predictedLabelColumn!, new KeyDataViewType(typeof(uint), outputs), label.ToAnnotations());
         }
         else if (task == NeuralTask.BinaryClassification)
         {
             builder.AddColumn(scoreColumn, NumberDataViewType.Single, ScoreKind("BinaryClassification", "Score"));
-            builder.AddColumn(probabilityColumn!, NumberDataViewType.Single, ScoreKind("BinaryClassification", "Probability"));
+            var probability = ScoreKindBuilder("BinaryClassification", "Probability");
+            // What ML.NET's calibrated binary trainers put on Probability: its values lie in [0, 1].
+            probability.Add("IsNormalized", BooleanDataViewType.Instance, (ValueGetter<bool>)((ref bool v) => v = true));
+            builder.AddColumn(probabilityColumn!, NumberDataViewType.Single, probability.ToAnnotations());
             builder.AddColumn(predictedLabelColumn!, BooleanDataViewType.Instance, ScoreKind("BinaryClassification", "PredictedLabel"));
         }
         else
             builder.AddColumn(scoreColumn, NumberDataViewType.Single, ScoreKind("Regression", "Score"));
     }
 
-    private static DataViewSchema.Annotations ScoreKind(string kind, string valueKind)
+    private static DataViewSchema.Annotations ScoreKind(string kind, string valueKind) => ScoreKindBuilder(kind, valueKind).ToAnnotations();
+
+    private static DataViewSchema.Annotations.Builder ScoreKindBuilder(string kind, string valueKind)
     {
         var b = new DataViewSchema.Annotations.Builder();
         b.Add("ScoreColumnKind", TextDataViewType.Instance, (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = kind.AsMemory()));
         b.Add("ScoreValueKind", TextDataViewType.Instance, (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = valueKind.AsMemory()));
-        return b.ToAnnotations();
+        return b;
     }
 
     /// <summary>Number of output columns.</summary>

@@ -13,7 +13,7 @@ namespace MlNetGuide.Estimators;
 
 /// <summary>
 /// Loads a plain ML.NET zip (written by <c>mlContext.Model.Save</c>) back into trainable networks: each stock chain
-/// that <see cref="NetworkOnnx.StockChain"/> wrote is replaced by a <see cref="NeuralNetworkTransformer"/> rebuilt from
+/// that <see cref="NetworkOnnx.SaveStockChain"/> wrote is replaced by a <see cref="NeuralNetworkTransformer"/> rebuilt from
 /// the ONNX model's metadata (architecture) and initializers (state dict, bit for bit).
 /// </summary>
 internal static class PlainModelZip

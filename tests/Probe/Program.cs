@@ -18,6 +18,9 @@ using static TorchSharp.torch;
 //   probe load-untrusted <model|tensors|state-dict> <path>
 //                                         load a (crafted) file; print "loaded" or "refused <type>: <message>",
 //                                         then "vmhwm <kB>" (the process's peak resident memory)
+//   probe save-loop <count>               train a small multiclass network, then mlContext.Model.Save it <count> times;
+//                                         prints "save <i> fds <open files> temp <files in the temp folder> rss <kB>"
+//                                         after save 100, the middle one and the last
 return args switch
 {
     ["gc-stress", var steps, var optimizer] => GcStress(int.Parse(steps, CultureInfo.InvariantCulture), optimizer),
@@ -26,6 +29,7 @@ return args switch
     ["load-untrusted", var kind, var path] => LoadUntrusted(kind, path),
     ["checkpoint-train", var path, var pauseAt] => CheckpointTrain(path, int.Parse(pauseAt, CultureInfo.InvariantCulture), resume: false),
     ["checkpoint-resume", var path] => CheckpointTrain(path, 0, resume: true),
+    ["save-loop", var count] => SaveLoop(int.Parse(count, CultureInfo.InvariantCulture)),
     ["slow-save", var path, var mb] => SlowSave(path, int.Parse(mb, CultureInfo.InvariantCulture)),
     _ => Usage(),
 };
@@ -145,13 +149,7 @@ static int GcStress(int steps, string optimizer)
 static int TrainDigest(int seed)
 {
     var ml = new MLContext(seed: seed);
-    var rng = new Random(5);
-    var rows = Enumerable.Range(0, 400).Select(_ =>
-    {
-        var f = new[] { (float)rng.NextDouble(), (float)rng.NextDouble(), (float)rng.NextDouble() };
-        return new DigestRow { Features = f, Kind = f[0] > f[1] ? "a" : "b" };
-    }).ToList();
-    var raw = ml.Data.LoadFromEnumerable(rows);
+    var raw = ml.Data.LoadFromEnumerable(DigestRows());
     var data = ml.Transforms.Conversion.MapValueToKey("Label", nameof(DigestRow.Kind)).Fit(raw).Transform(raw);
     using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(architecture: NetworkArchitecture.Mlp(16), epochs: 5, batchSize: 32).Fit(data);
     var scores = model.Transform(data).GetColumn<float[]>("Score").SelectMany(v => v).ToArray();
@@ -163,6 +161,33 @@ static int TrainDigest(int seed)
     static string Hash(float[] v) => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan())))[..16];
     Console.WriteLine($"weights {model.WeightsDigest()} predictions {Hash(scores)} reloaded {Hash(reloaded)}");
     return 0;
+}
+
+static int SaveLoop(int count)
+{
+    var ml = new MLContext(seed: 1);
+    var raw = ml.Data.LoadFromEnumerable(DigestRows());
+    var data = ml.Transforms.Conversion.MapValueToKey("Label", nameof(DigestRow.Kind)).Fit(raw).Transform(raw);
+    using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(architecture: NetworkArchitecture.Mlp(16), epochs: 1, batchSize: 32).Fit(data);
+    for (int i = 1; i <= count; i++)
+    {
+        using (var stream = new MemoryStream()) ml.Model.Save(model, data.Schema, stream);
+        if (i != 100 && i != count / 2 && i != count) continue;
+        for (int k = 0; k < 2; k++) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+        var rss = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
+        Console.WriteLine($"save {i} fds {Directory.GetFiles("/proc/self/fd").Length} temp {Directory.GetFileSystemEntries(Path.GetTempPath()).Length} rss {rss}");
+    }
+    return 0;
+}
+
+static List<DigestRow> DigestRows()
+{
+    var rng = new Random(5);
+    return Enumerable.Range(0, 400).Select(_ =>
+    {
+        var f = new[] { (float)rng.NextDouble(), (float)rng.NextDouble(), (float)rng.NextDouble() };
+        return new DigestRow { Features = f, Kind = f[0] > f[1] ? "a" : "b" };
+    }).ToList();
 }
 
 static int Usage()

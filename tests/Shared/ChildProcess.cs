@@ -14,16 +14,22 @@ internal static class ChildProcess
     public static string DotnetHost =>
         Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
 
-    public static Process StartProbe(params string[] args)
+    public static Process StartProbe(params string[] args) => StartProbeWith(null, args);
+
+    /// <summary>Starts the probe with extra environment variables (e.g. TMPDIR: the folder .NET's temp path names).</summary>
+    public static Process StartProbeWith(IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
         // Standard input is a pipe the test holds: a probe that waits for a line waits until the test writes or kills it.
         var psi = new ProcessStartInfo(DotnetHost) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(ProbePath);
         foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) psi.Environment[name] = value;
         return Process.Start(psi) ?? throw new InvalidOperationException("could not start the probe");
     }
 
     public static string RunProbe(params string[] args) => Run(StartProbe(args), args);
+
+    public static string RunProbeWith(IReadOnlyDictionary<string, string> environment, params string[] args) => Run(StartProbeWith(environment, args), args);
 
     /// <summary>Runs an app built beside the tests (e.g. "Digits.dll") with dotnet; returns (exit code, stdout, stderr).</summary>
     public static (int exitCode, string stdout, string stderr) RunApp(string dll, params string[] args) => RunAppIn(Path.GetTempPath(), dll, args);
