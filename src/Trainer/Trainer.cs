@@ -21,10 +21,8 @@ namespace MlNetGuide.Training;
 /// </remarks>
 public sealed class Trainer : IDisposable
 {
-    private readonly List<nn.Module<Tensor, Tensor>> _replicas = [];
-    private Tensor? _stepLosses; // on the device: this epoch's training losses, read only at the board's cadence
-    private Tensor[] _stepLossSlots = []; // views of _stepLosses, one per batch up to MaxLossSlots, made once per Fit
-    private int _checkedUpTo;     // batches of this epoch already checked for non-finite losses
+    private readonly DataParallel _dataParallel; // replicas of the net on TrainingDevices[1..]
+    private readonly StepLosses _stepLosses = new(); // on the device: this epoch's training losses, read only at the board's cadence
 
     /// <summary>d2l's <c>Trainer(max_epochs, num_gpus, gradient_clip_val)</c>. More GPUs than exist are clamped (and logged).</summary>
     public Trainer(int maxEpochs, int numGpus = 0, double gradientClipVal = 0, Action<string>? log = null)
@@ -42,6 +40,7 @@ public sealed class Trainer : IDisposable
             throw new ArgumentOutOfRangeException(nameof(gradientClipVal), gradientClipVal, "must be a finite number >= 0 (0 turns clipping off)");
         MaxEpochs = maxEpochs;
         TrainingDevices = devices.ToList();
+        _dataParallel = new DataParallel(TrainingDevices);
         GradientClipVal = gradientClipVal;
         Log = log;
     }
@@ -174,22 +173,7 @@ public sealed class Trainer : IDisposable
         model.Board.XLim = (0, MaxEpochs);
         if (TrainingDevices.Count > 0) model.to(TrainingDevices[0]);
         Model = model;
-        foreach (var r in _replicas) r.Dispose();
-        _replicas.Clear();
-        if (TrainingDevices.Count > 1)
-        {
-            if (model.NetFactory is null)
-                throw new InvalidOperationException(
-                    $"Training on {TrainingDevices.Count} devices needs replicas of the net: build the {model.GetType().Name} with a net factory (e.g. new Classifier(() => new MLP(...))).");
-            model.Net.EnsureInitialized();
-            for (int i = 1; i < TrainingDevices.Count; i++)
-            {
-                var replica = model.NetFactory();
-                replica.to(TrainingDevices[i]);
-                _replicas.Add(replica);
-            }
-            Broadcast();
-        }
+        _dataParallel.Replicate(model);
     }
 
     /// <summary>Returns the batch on <see cref="Device"/>: the same object when it is already there, else a moved copy.</summary>
@@ -223,27 +207,58 @@ public sealed class Trainer : IDisposable
         PrepareModel(model);
         // Resume: everything is read and range-checked first; then applied with a roll-back, so a refused checkpoint
         // leaves the model's weights, the data's shuffle state and this trainer's optimizer as they were.
-        var resume = resumeFrom is null ? null : Checkpoint.Read(resumeFrom, MaxEpochs, StepsPerEpoch);
-        var before = resume is null ? null : Snapshot.Take(model, data);
+        var resume = Resume.Read(resumeFrom, MaxEpochs, StepsPerEpoch);
+        var (optimizer, scheduler) = ConfigureOptimizers(model, data, resume);
+        Optim?.Dispose();
+        (Optim, Scheduler) = (optimizer, scheduler);
+        (Epoch, TrainBatchIdx, ValBatchIdx, SchedulerSteps) = resume?.Counters ?? (0, 0, 0, 0);
+        var history = resume?.History() ?? new History();
+        if (resume is not null) Log?.Invoke($"resumed from {resume.Path} after epoch {resume.Epoch}.");
+        _stepLosses.Allocate(NumTrainBatches, Device);
+        using var best = new BestEpoch(EarlyStopping);
+        for (; Epoch < MaxEpochs; Epoch++)
+        {
+            var watch = Stopwatch.StartNew();
+            FitEpoch(cancellationToken);
+            var metrics = EndEpoch(model, watch);
+            history.Add(metrics);
+            Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
+            EpochCompleted?.Invoke(metrics);
+            if (CheckpointPath is not null && (Epoch + 1) % CheckpointEvery == 0)
+                Checkpoint.Write(CheckpointPath, this, model, data, history);
+            if (best.Observe(metrics, model))
+            {
+                Log?.Invoke($"early stopping after epoch {metrics.Epoch}: {EarlyStopping!.Monitor} has not improved for {EarlyStopping.Patience} epoch(s) since epoch {best.Epoch}.");
+                break;
+            }
+        }
+        if (best.Restore(model))
+            Log?.Invoke($"restored the weights of epoch {best.Epoch} ({EarlyStopping!.Monitor} {best.Value:F4}).");
+        history.BestEpoch = best.Epoch;
+        return history;
+    }
+
+    /// <summary>
+    /// d2l's <c>configure_optimizers</c> as Fit calls it: a resumed run's weights are loaded first and its optimizer,
+    /// scheduler and random state applied last; if anything throws, the model and data are rolled back to
+    /// <paramref name="resume"/>'s snapshot and the new optimizer is released.
+    /// </summary>
+    private (optim.Optimizer, optim.lr_scheduler.LRScheduler?) ConfigureOptimizers(TrainableModule model, DataModule data, Resume? resume)
+    {
+        using var before = resume is null ? null : Snapshot.Take(model, data);
         optim.Optimizer? optimizer = null;
-        optim.lr_scheduler.LRScheduler? scheduler = null;
         try
         {
-            if (resume is not null) Checkpoint.LoadWeights(resume, model, resumeFrom!);
+            resume?.LoadWeights(model);
             model.EnsureInitialized();
             EnsureModelOnDevice(model); // once: PrepareBatch then puts every batch on the same device
             optimizer = model.ConfigureOptimizers();
             EnsureOptimizerOwnsModelParameters(model, optimizer);
-            scheduler = model.ConfigureScheduler(optimizer, checked(MaxEpochs * StepsPerEpoch));
-            if (AccumulateGradBatches > 1 && _replicas.Count > 0)
+            var scheduler = model.ConfigureScheduler(optimizer, checked(MaxEpochs * StepsPerEpoch));
+            if (AccumulateGradBatches > 1 && _dataParallel.IsActive)
                 throw new NotSupportedException("Gradient accumulation is not supported with data-parallel replicas; use one device or AccumulateGradBatches = 1.");
-            if (resume is not null)
-            {
-                // Replay the scheduler first: chainable schedulers (StepLR, …) derive each rate from the previous one, starting
-                // from the initial rate; then the optimizer's saved state sets rates, momenta and buffers as the run left them.
-                for (int i = 0; i < resume.Header.SchedulerSteps; i++) scheduler?.step();
-                Checkpoint.ApplyState(resume, optimizer, data, resumeFrom!);
-            }
+            resume?.ApplyState(optimizer, scheduler, data);
+            return (optimizer, scheduler);
         }
         catch
         {
@@ -251,62 +266,17 @@ public sealed class Trainer : IDisposable
             optimizer?.Dispose();
             throw;
         }
-        finally
-        {
-            before?.Dispose();
-        }
-        Optim?.Dispose();
-        (Optim, Scheduler) = (optimizer, scheduler);
-        Epoch = 0;
-        TrainBatchIdx = 0;
-        ValBatchIdx = 0;
-        SchedulerSteps = 0;
-        var history = new History();
-        if (resume is not null)
-        {
-            var h = resume.Header;
-            (Epoch, TrainBatchIdx, ValBatchIdx, SchedulerSteps) = (h.Epoch, h.TrainBatchIdx, h.ValBatchIdx, h.SchedulerSteps);
-            foreach (var e in h.History) history.Add(new EpochMetrics(e.Epoch, e.Values, TimeSpan.FromSeconds(e.Seconds)));
-            Log?.Invoke($"resumed from {resumeFrom} after epoch {h.Epoch}.");
-        }
-        DisposeStepLosses();
-        _stepLosses = zeros(new long[] { NumTrainBatches }, dtype: ScalarType.Float64, device: Device).DetachFromDisposeScope();
-        // One view per batch, made once, up to MaxLossSlots batches per epoch (more would hold that many native handles).
-        _stepLossSlots = new Tensor[Math.Min(NumTrainBatches, MaxLossSlots)];
-        for (int i = 0; i < _stepLossSlots.Length; i++) _stepLossSlots[i] = _stepLosses.select(0, i).DetachFromDisposeScope();
-        var best = new BestEpoch(EarlyStopping);
-        try
-        {
-            for (; Epoch < MaxEpochs; Epoch++)
-            {
-                var watch = Stopwatch.StartNew();
-                FitEpoch(cancellationToken);
-                var means = model.TakeEpochMeans();
-                var values = new Dictionary<string, double>();
-                if (!means.ContainsKey("train_loss")) values["train_loss"] = EpochMeanLoss(); // the module did not plot it
-                foreach (var (key, value) in means) values[key] = value;
-                if (Scheduler is not null || Optim.ParamGroups is not null) values["lr"] = EpochLearningRate;
-                var metrics = new EpochMetrics(Epoch + 1, values, watch.Elapsed);
-                history.Add(metrics);
-                Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
-                EpochCompleted?.Invoke(metrics);
-                if (CheckpointPath is not null && (Epoch + 1) % CheckpointEvery == 0)
-                    Checkpoint.Write(CheckpointPath, this, model, data, history);
-                if (best.Observe(metrics, model))
-                {
-                    Log?.Invoke($"early stopping after epoch {metrics.Epoch}: {EarlyStopping!.Monitor} has not improved for {EarlyStopping.Patience} epoch(s) since epoch {best.Epoch}.");
-                    break;
-                }
-            }
-            if (best.Restore(model))
-                Log?.Invoke($"restored the weights of epoch {best.Epoch} ({EarlyStopping!.Monitor} {best.Value:F4}).");
-            history.BestEpoch = best.Epoch;
-            return history;
-        }
-        finally
-        {
-            best.Dispose();
-        }
+    }
+
+    /// <summary>The epoch's metrics: the module's epoch means, the trainer's own training loss if none was plotted, and the rate.</summary>
+    private EpochMetrics EndEpoch(TrainableModule model, Stopwatch watch)
+    {
+        var means = model.TakeEpochMeans();
+        var values = new Dictionary<string, double>();
+        if (!means.ContainsKey("train_loss")) values["train_loss"] = _stepLosses.EpochMean(Epoch, TrainBatchIdx, NumTrainBatches); // the module did not plot it
+        foreach (var (key, value) in means) values[key] = value;
+        if (Scheduler is not null || Optim!.ParamGroups is not null) values["lr"] = EpochLearningRate;
+        return new EpochMetrics(Epoch + 1, values, watch.Elapsed);
     }
 
     /// <summary>Between batches: the caller's token, then <see cref="CheckAlive"/>; a stop releases the batch not yet taken.</summary>
@@ -325,54 +295,7 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Optimizer steps per epoch: one per <see cref="AccumulateGradBatches"/> batches, the last window possibly shorter.</summary>
-    public int StepsPerEpoch => (NumTrainBatches + AccumulateGradBatches - 1) / AccumulateGradBatches;
-
-    /// <summary>The early-stopping bookkeeping: the best value so far, its epoch, and a copy of its weights.</summary>
-    private sealed class BestEpoch(EarlyStopping? rule) : IDisposable
-    {
-        private Dictionary<string, Tensor>? _weights;
-        private int _since;
-
-        public int? Epoch { get; private set; }
-        public double? Value { get; private set; }
-
-        /// <summary>Records the epoch; true when training should stop.</summary>
-        public bool Observe(EpochMetrics metrics, TrainableModule model)
-        {
-            if (rule is null) return false;
-            if (!metrics.Values.TryGetValue(rule.Monitor, out var value))
-                throw new InvalidOperationException(
-                    $"EarlyStopping monitors '{rule.Monitor}', but the epoch reported {string.Join(", ", metrics.Values.Keys.Select(k => $"'{k}'"))}" +
-                    (rule.Monitor.StartsWith("val_", StringComparison.Ordinal) ? ": give the Trainer validation data." : "."));
-            if (rule.Improves(value, Value))
-            {
-                (Epoch, Value, _since) = (metrics.Epoch, value, 0);
-                if (rule.RestoreBestWeights) Snapshot(model);
-                return false;
-            }
-            return ++_since >= rule.Patience;
-        }
-
-        public bool Restore(TrainableModule model)
-        {
-            if (_weights is null || rule is null || !rule.RestoreBestWeights) return false;
-            StateDict.Load(model, _weights);
-            return true;
-        }
-
-        private void Snapshot(TrainableModule model)
-        {
-            Dispose();
-            using var noGrad = no_grad();
-            _weights = StateDict.Get(model).ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone().DetachFromDisposeScope());
-        }
-
-        public void Dispose()
-        {
-            foreach (var t in _weights?.Values ?? Enumerable.Empty<Tensor>()) t.Dispose();
-            _weights = null;
-        }
-    }
+    public int StepsPerEpoch => GradientAccumulation.StepsPerEpoch(NumTrainBatches, AccumulateGradBatches);
 
     /// <summary>The learning rate of the first step of the current epoch (what History records as "lr").</summary>
     public double EpochLearningRate { get; private set; } = double.NaN;
@@ -380,18 +303,19 @@ public sealed class Trainer : IDisposable
     private static double CurrentLearningRate(optim.Optimizer optimizer) =>
         optimizer.ParamGroups?.FirstOrDefault() is { } group ? group.LearningRate : double.NaN;
 
-    /// <summary>One epoch: train mode, then every batch: step → zero_grad → backward → clip → step; then validation under no_grad.</summary>
+    /// <summary>
+    /// One epoch, d2l's <c>fit_epoch</c>: train mode, then every batch: <c>prepare_batch</c> → <c>training_step</c> →
+    /// <c>zero_grad</c> → <c>backward</c> → clip → <c>step</c> (with <see cref="AccumulateGradBatches"/> &gt; 1, one
+    /// zero_grad and step per window of batches; with several devices, each replica runs its share of the step and backward);
+    /// then validation under <c>no_grad</c>.
+    /// </summary>
     public void FitEpoch(CancellationToken cancellationToken = default)
     {
-        var model = Model ?? throw new InvalidOperationException("Call PrepareModel (or Fit) before FitEpoch.");
-        var optimizer = Optim ?? throw new InvalidOperationException("Fit creates the optimizer; call Fit, not FitEpoch, first.");
-        var loader = TrainDataLoader ?? throw new InvalidOperationException("Call PrepareData (or Fit) before FitEpoch.");
-        int checkEvery = Math.Max(1, NumTrainBatches / Math.Max(1, model.PlotTrainPerEpoch));
-        _checkedUpTo = 0;
+        var (model, optimizer, loader) = ReadyForEpoch();
+        _stepLosses.BeginEpoch(checkEvery: Math.Max(1, NumTrainBatches / Math.Max(1, model.PlotTrainPerEpoch)));
         EpochLearningRate = CurrentLearningRate(optimizer);
         model.train();
-        int k = AccumulateGradBatches, inWindow = 0, batchInEpoch = 0;
-        using var accumulationScale = (1.0 / k).ToScalar();
+        using var accumulation = new GradientAccumulation(AccumulateGradBatches, NumTrainBatches);
         foreach (var raw in loader)
         {
             StopIfAsked(raw, cancellationToken);
@@ -400,47 +324,50 @@ public sealed class Trainer : IDisposable
             {
                 using var scope = NewDisposeScope();
                 Tensor loss;
-                if (_replicas.Count == 0)
+                if (!_dataParallel.IsActive)
                 {
                     loss = model.TrainingStep(batch);
-                    if (inWindow == 0) optimizer.zero_grad();
-                    // k batches of mean losses, each scaled by 1/k, add up to the gradient of their mean.
-                    (k == 1 ? loss : loss.mul(accumulationScale)).backward();
+                    if (accumulation.StartsWindow) optimizer.zero_grad();
+                    accumulation.Scale(loss).backward(); // k batches of mean losses, each scaled by 1/k, add up to the gradient of their mean.
                 }
                 else
                 {
                     optimizer.zero_grad();
-                    loss = DataParallelLoss(model, batch); // runs each replica's backward itself
+                    loss = _dataParallel.Loss(model, batch); // runs each replica's backward itself
                 }
-                batchInEpoch++;
-                if (++inWindow == k || batchInEpoch == NumTrainBatches)
+                if (accumulation.EndsWindow())
                 {
                     if (GradientClipVal > 0) ClipGradients(GradientClipVal, model);
                     optimizer.step();
-                    if (Scheduler is not null)
-                    {
-                        Scheduler.step();
-                        SchedulerSteps++;
-                    }
-                    if (_replicas.Count > 0) Broadcast();
-                    inWindow = 0;
+                    StepScheduler();
+                    if (_dataParallel.IsActive) _dataParallel.Broadcast(model.Net); // the stepped weights back to the replicas
                 }
-                TrackFinite(loss);
+                _stepLosses.Track(loss, TrainBatchIdx, NumTrainBatches);
             }
             finally
             {
-                if (!ReferenceEquals(batch, raw)) batch.Dispose();
-                raw.Dispose();
+                Release(batch, raw);
             }
             TrainBatchIdx++;
-            if (TrainBatchIdx % checkEvery == 0) ThrowIfNonFinite();
+            if (_stepLosses.CheckDue(TrainBatchIdx)) ThrowIfNonFinite();
         }
         ThrowIfNonFinite();
-        if (ValDataLoader is null) return;
+        if (ValDataLoader is not null) ValidationEpoch(model, ValDataLoader, cancellationToken);
+    }
+
+    /// <summary>What <see cref="FitEpoch"/> needs: the model, the optimizer and the training loader, checked in that order.</summary>
+    private (TrainableModule, optim.Optimizer, IDataLoader) ReadyForEpoch() =>
+        (Model ?? throw new InvalidOperationException("Call PrepareModel (or Fit) before FitEpoch."),
+         Optim ?? throw new InvalidOperationException("Fit creates the optimizer; call Fit, not FitEpoch, first."),
+         TrainDataLoader ?? throw new InvalidOperationException("Call PrepareData (or Fit) before FitEpoch."));
+
+    /// <summary>The end of d2l's <c>fit_epoch</c>: eval mode, then <c>validation_step</c> on every batch under <c>no_grad</c>.</summary>
+    private void ValidationEpoch(TrainableModule model, IDataLoader loader, CancellationToken cancellationToken)
+    {
         model.eval();
         using (no_grad())
         {
-            foreach (var raw in ValDataLoader)
+            foreach (var raw in loader)
             {
                 StopIfAsked(raw, cancellationToken);
                 var batch = PrepareBatch(raw);
@@ -451,13 +378,29 @@ public sealed class Trainer : IDisposable
                 }
                 finally
                 {
-                    if (!ReferenceEquals(batch, raw)) batch.Dispose();
-                    raw.Dispose();
+                    Release(batch, raw);
                 }
                 ValBatchIdx++;
             }
         }
     }
+
+    /// <summary>Steps the scheduler, if any, and counts the step (what a checkpoint replays).</summary>
+    private void StepScheduler()
+    {
+        if (Scheduler is null) return;
+        Scheduler.step();
+        SchedulerSteps++;
+    }
+
+    /// <summary>Disposes a prepared batch (when <see cref="PrepareBatch"/> made a copy) and the loader's batch.</summary>
+    private static void Release(Batch batch, Batch raw)
+    {
+        if (!ReferenceEquals(batch, raw)) batch.Dispose();
+        raw.Dispose();
+    }
+
+    private void ThrowIfNonFinite() => _stepLosses.ThrowIfNonFinite(Epoch, TrainBatchIdx, NumTrainBatches);
 
     /// <summary>
     /// Scales all trainable gradients so that their global L2 norm is at most <paramref name="gradClipVal"/>:
@@ -483,65 +426,8 @@ public sealed class Trainer : IDisposable
     {
         Optim?.Dispose();
         Optim = null;
-        foreach (var r in _replicas) r.Dispose();
-        _replicas.Clear();
-        DisposeStepLosses();
-    }
-
-    private void DisposeStepLosses()
-    {
-        foreach (var slot in _stepLossSlots) slot.Dispose();
-        _stepLossSlots = [];
-        _stepLosses?.Dispose();
-        _stepLosses = null;
-    }
-
-    // Chapter 13's data parallelism: split the batch, each replica computes its share of the (batch-mean) loss and its
-    // gradients, the gradients are summed into the primary model, which steps; Broadcast then copies its parameters back.
-    private Tensor DataParallelLoss(TrainableModule model, Batch batch)
-    {
-        var modules = new List<nn.Module<Tensor, Tensor>> { model.Net };
-        modules.AddRange(_replicas);
-        int k = Math.Min(modules.Count, (int)batch.Size);
-        var xs = batch.X.tensor_split(k);
-        var ys = batch.Y.tensor_split(k);
-        foreach (var m in modules) m.zero_grad();
-        Tensor total = zeros(1, device: Device).squeeze();
-        for (int i = 0; i < k; i++)
-        {
-            var dev = TrainingDevices[i];
-            var x = xs[i].to(dev);
-            var y = ys[i].to(dev);
-            using var weight = ((double)x.shape[0] / batch.Size).ToScalar();
-            var share = model.Loss(modules[i].call(x), y).mul(weight);
-            share.backward();
-            total = total.add(share.detach().to(Device), Scalars.One);
-        }
-        using (no_grad())
-        {
-            var primary = model.Net.parameters().ToList();
-            for (int i = 1; i < k; i++)
-                foreach (var (p, r) in primary.Zip(modules[i].parameters()))
-                    if (r.grad is { } g)
-                    {
-                        if (p.grad is null) p.grad = g.to(p.device);
-                        else p.grad.add_(g.to(p.device));
-                    }
-        }
-        model.Plot("loss", total, train: true);
-        return total;
-    }
-
-    private void Broadcast()
-    {
-        if (_replicas.Count == 0) return;
-        using var noGrad = no_grad();
-        var source = StateDict.Get(Model!.Net);
-        foreach (var replica in _replicas)
-        {
-            var target = StateDict.Get(replica);
-            foreach (var (key, t) in source) target[key].copy_(t);
-        }
+        _dataParallel.Dispose();
+        _stepLosses.Dispose();
     }
 
     private void EnsureModelOnDevice(nn.Module model)
@@ -549,50 +435,6 @@ public sealed class Trainer : IDisposable
         foreach (var (name, p) in model.named_parameters())
             if (!Devices.Same(Devices.Of(p), Device))
                 throw new DeviceMismatchException($"Parameter '{name}' is on {Devices.Name(Devices.Of(p))} but the trainer's device is {Devices.Name(Device)}.");
-    }
-
-    private void TrackFinite(Tensor loss)
-    {
-        if (_stepLosses is null) return;
-        int i = TrainBatchIdx % NumTrainBatches;
-        using var noGrad = no_grad();
-        if (i < _stepLossSlots.Length)
-        {
-            _stepLossSlots[i].copy_(loss); // one device op per step into a view made once; nothing is read here
-            return;
-        }
-        using var slot = _stepLosses.select(0, i); // past MaxLossSlots: a view for this step only
-        slot.copy_(loss);
-    }
-
-    /// <summary>Batches per epoch whose loss slots are made once per Fit (each is a native tensor handle).</summary>
-    private const int MaxLossSlots = 1 << 16;
-
-    /// <summary>The mean of this epoch's training losses as recorded for the non-finite check (one host sync).</summary>
-    private double EpochMeanLoss()
-    {
-        int n = Math.Min((int)(_stepLosses?.shape[0] ?? 0), TrainBatchIdx - Epoch * NumTrainBatches);
-        if (n <= 0) return double.NaN;
-        using var window = _stepLosses!.narrow(0, 0, n);
-        using var mean = window.mean();
-        return mean.item<double>();
-    }
-
-    /// <summary>Reads the losses logged since the last check (one host sync) and names the first non-finite one.</summary>
-    private void ThrowIfNonFinite()
-    {
-        if (_stepLosses is null) return;
-        int upTo = Math.Min((int)_stepLosses.shape[0], TrainBatchIdx - Epoch * NumTrainBatches);
-        if (upTo <= _checkedUpTo) return;
-        using var scope = NewDisposeScope();
-        var window = _stepLosses.narrow(0, _checkedUpTo, upTo - _checkedUpTo);
-        var bad = window.isfinite().logical_not();
-        if (bad.any().item<bool>())
-        {
-            int first = _checkedUpTo + (int)bad.to_type(ScalarType.Int64).argmax().item<long>();
-            throw new NonFiniteLossException(Epoch + 1, first + 1, NumTrainBatches);
-        }
-        _checkedUpTo = upTo;
     }
 
     private static void EnsureOptimizerOwnsModelParameters(nn.Module model, optim.Optimizer optimizer)
@@ -603,16 +445,4 @@ public sealed class Trainer : IDisposable
                 "The optimizer holds parameters the model no longer has. TorchSharp's .to(device) replaces Parameter objects, " +
                 "so create the optimizer in ConfigureOptimizers, which the Trainer calls after PrepareModel.");
     }
-}
-
-/// <summary>Training produced a NaN or infinite loss.</summary>
-public sealed class NonFiniteLossException(int epoch, int batch, int batchesPerEpoch)
-    : ArithmeticException($"The training loss became non-finite (NaN or infinity) at epoch {epoch}, batch {batch} of {batchesPerEpoch}. " +
-                          "Lower the learning rate, clip gradients (gradientClipVal) or check the data for NaN/infinite values.")
-{
-    /// <summary>The epoch (1-based).</summary>
-    public int Epoch { get; } = epoch;
-
-    /// <summary>The batch within the epoch (1-based).</summary>
-    public int Batch { get; } = batch;
 }
