@@ -50,6 +50,40 @@ internal static class NetworkOnnx
     }
 
     /// <summary>
+    /// Refuses an ONNX model from a zip unless it is the graph <see cref="ScoringGraph"/> writes for the network rebuilt
+    /// from it (its producer version aside): a graph that reads an extra initializer, adds a node or metadata would make
+    /// ONNX Runtime (a plain <c>Model.Load</c>) score differently from <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema, MlNetGuide.Modules.LoadLimits)"/>.
+    /// </summary>
+    public static void CheckScoringGraph(NeuralNetworkTransformer rebuilt, ModelProto file, string source)
+    {
+        var ours = ModelProto.Parser.ParseFrom(ScoringGraph(rebuilt));
+        ours.ProducerVersion = file.ProducerVersion;
+        if (ours.Equals(file)) return;
+        throw new MlNetGuide.Modules.ModelFormatException(
+            $"{source}: its ONNX graph is not the one MlNetGuide writes for the network its metadata describes ({Difference(ours, file)}); " +
+            "ONNX Runtime and NeuralModel.Load would run different models. Refused.");
+    }
+
+    /// <summary>The first difference between two graphs, in a few words.</summary>
+    private static string Difference(ModelProto ours, ModelProto file)
+    {
+        static string Count(string what, int a, int b) => a == b ? "" : $"{what}: {b} where MlNetGuide writes {a}";
+        var (g, f) = (ours.Graph ?? new GraphProto(), file.Graph ?? new GraphProto());
+        var counts = new[]
+        {
+            Count("nodes", g.Node.Count, f.Node.Count), Count("initializers", g.Initializer.Count, f.Initializer.Count),
+            Count("inputs", g.Input.Count, f.Input.Count), Count("outputs", g.Output.Count, f.Output.Count),
+            Count("metadata entries", ours.MetadataProps.Count, file.MetadataProps.Count),
+        }.FirstOrDefault(c => c.Length > 0);
+        if (counts is not null) return counts;
+        for (int i = 0; i < g.Node.Count; i++)
+            if (!g.Node[i].Equals(f.Node[i])) return $"node {i} ({f.Node[i].OpType} '{f.Node[i].Name}') differs";
+        for (int i = 0; i < g.Initializer.Count; i++)
+            if (!g.Initializer[i].Equals(f.Initializer[i])) return $"initializer '{f.Initializer[i].Name}' differs";
+        return "its header, inputs, outputs or metadata differ";
+    }
+
+    /// <summary>
     /// A standalone graph for scoring elsewhere: input [batch, features] named after the feature column; outputs named
     /// after the score columns: Score (softmax probabilities for multiclass, the logit for binary) and, for binary,
     /// Probability.

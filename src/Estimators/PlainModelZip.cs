@@ -40,7 +40,18 @@ internal static class PlainModelZip
         ITransformer? loaded = null;
         try
         {
-            foreach (var graph in graphs) networks.Add(graph is null ? null : Network(graph, source, device, budget));
+            foreach (var graph in graphs)
+            {
+                if (graph is null)
+                {
+                    networks.Add(null);
+                    continue;
+                }
+                var network = Network(graph, source, device, budget);
+                networks.Add(network);
+                // Both loaders must run one function: ONNX Runtime (a plain Model.Load) runs the graph, we run the config.
+                NetworkOnnx.CheckScoringGraph(network, graph, source);
+            }
             loaded = ml.Model.Load(new MemoryStream(file.GetBuffer(), 0, (int)file.Length, writable: false), out inputSchema);
             int index = 0;
             Walk(loaded, result, networks, ref index);
@@ -112,6 +123,9 @@ internal static class PlainModelZip
         var bytes = ZipBounds.ReadAll(entry, entry.Length, source);
         if (bytes.Length < 4 || BitConverter.ToInt32(bytes, 0) != bytes.Length - 4)
             throw new ModelFormatException($"{source}: {entry.FullName} is not an ML.NET ONNX model entry (its length prefix does not match its {bytes.Length:N0} bytes).");
+        // Every ONNX model in the zip, ours or not: bounded element counts, and no external data (ONNX Runtime would open
+        // files next to the temporary copy ML.NET writes), before Google.Protobuf or ONNX Runtime sees the bytes.
+        OnnxWireBounds.Check(bytes.AsSpan(4), $"{source}: {entry.FullName}");
         ModelProto model;
         try
         {

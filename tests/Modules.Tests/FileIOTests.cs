@@ -217,6 +217,21 @@ public sealed class FileIOTests : IDisposable
     }
 
     [Fact]
+    public void AThousandUnexpectedKeysAreNamedFiveInTheMessageAndAllInTheException()
+    {
+        using var net = nn.Sequential(nn.Linear(3, 2));
+        using var w = zeros(2, 3);
+        using var b = zeros(2);
+        using var extra = zeros(1);
+        var dict = new Dictionary<string, Tensor> { ["0.weight"] = w, ["0.bias"] = b };
+        for (int i = 0; i < 1000; i++) dict[$"x{i}"] = extra;
+        var ex = Assert.Throws<StateDictMismatchException>(() => StateDict.Load(net, dict));
+        Assert.Equal(1000, ex.UnexpectedKeys.Count);
+        Assert.Contains("unexpected keys: x0, x1, x10, x100, x101 and 995 more", ex.Message);
+        Assert.True(ex.Message.Length < 200, ex.Message);
+    }
+
+    [Fact]
     public void ShapeAndDtypeMismatchesNameTheKeyAndBothShapes()
     {
         using var net = nn.Sequential(nn.Linear(3, 2));

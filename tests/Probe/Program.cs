@@ -69,7 +69,7 @@ static int LoadUntrusted(string kind, string path)
         Console.WriteLine($"refused {ex.GetType().Name}: {ex.Message.ReplaceLineEndings(" ")}");
     }
     var hwm = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-    Console.WriteLine($"vmhwm {hwm.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]}");
+    Console.WriteLine($"vmhwm {hwm.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1]}");
     return 0;
 }
 
@@ -174,7 +174,7 @@ static int SaveLoop(int count)
         using (var stream = new MemoryStream()) ml.Model.Save(model, data.Schema, stream);
         if (i != 100 && i != count / 2 && i != count) continue;
         for (int k = 0; k < 2; k++) { GC.Collect(); GC.WaitForPendingFinalizers(); }
-        var rss = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1];
+        var rss = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1];
         Console.WriteLine($"save {i} fds {Directory.GetFiles("/proc/self/fd").Length} temp {Directory.GetFileSystemEntries(Path.GetTempPath()).Length} rss {rss}");
     }
     return 0;

@@ -72,9 +72,11 @@ public static class StateDict
         if (mismatches.Count > 0 || (strict && (missing.Count > 0 || unexpected.Count > 0)))
         {
             var parts = new List<string>();
-            if (missing.Count > 0) parts.Add($"missing keys: {string.Join(", ", missing)}");
-            if (unexpected.Count > 0) parts.Add($"unexpected keys: {string.Join(", ", unexpected)}");
-            parts.AddRange(mismatches);
+            // The message names a few of each (a crafted file can bring a million keys); the exception's lists hold all.
+            if (missing.Count > 0) parts.Add($"missing keys: {Few(missing)}");
+            if (unexpected.Count > 0) parts.Add($"unexpected keys: {Few(unexpected)}");
+            parts.AddRange(mismatches.Take(FewCount));
+            if (mismatches.Count > FewCount) parts.Add($"and {mismatches.Count - FewCount:N0} more mismatches");
             throw new StateDictMismatchException(
                 $"The state dict does not fit this {module.GetType().Name}; nothing was loaded. {string.Join("; ", parts)}.",
                 missing, unexpected, mismatches);
@@ -197,4 +199,9 @@ public static class StateDict
         }
         return slots;
     }
+
+    private const int FewCount = 5;
+
+    private static string Few(IReadOnlyList<string> keys) =>
+        keys.Count <= FewCount ? string.Join(", ", keys) : $"{string.Join(", ", keys.Take(FewCount))} and {keys.Count - FewCount:N0} more";
 }
