@@ -127,7 +127,9 @@ public abstract class NeuralNetworkOptions
     public double ValidationFraction { get; set; }
 
     /// <summary>What to do with NaN or infinite features at Fit. Default <see cref="NonFiniteFeaturePolicy.Throw"/>.
-    /// At scoring, such a row gets NaN scores (and a missing predicted label) without affecting other rows.</summary>
+    /// At scoring, such a row, or one whose finite features make the network overflow, gets NaN scores without affecting
+    /// other rows: multiclass, the missing PredictedLabel key (0); binary, NaN Probability and PredictedLabel false (a
+    /// Boolean has no missing value, as with ML.NET's own binary scorers).</summary>
     public NonFiniteFeaturePolicy NonFiniteFeatures { get; set; } = NonFiniteFeaturePolicy.Throw;
 
     /// <summary>

@@ -166,7 +166,11 @@ internal sealed class NeuralScorer : IDisposable
                     if (row.NonFinite[row.Row]) { dst = 0; return; }
                     var p = row.Values.AsSpan(row.Row * k, k);
                     int best = 0;
-                    for (int i = 1; i < k; i++) if (p[i] > p[best]) best = i;
+                    for (int i = 0; i < k; i++)
+                    {
+                        if (float.IsNaN(p[i])) { dst = 0; return; } // NaN scores (the network overflowed): the missing key
+                        if (p[i] > p[best]) best = i;
+                    }
                     dst = (uint)best + 1;
                 });
             case (NeuralTask.BinaryClassification, 1):

@@ -90,6 +90,59 @@ public class SchemaErrorTests
         Assert.All(scores[16], v => Assert.True(float.IsFinite(v)));
     }
 
+    /// <summary>A linear layer whose output is NaN for rows with a first feature above 1e30 (a finite value): sqrt of a negative.</summary>
+    private sealed class NaNAboveLimit : TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>
+    {
+        private readonly TorchSharp.Modules.Linear linear;
+
+        public NaNAboveLimit(ModuleRequest r) : base(nameof(NaNAboveLimit))
+        {
+            linear = TorchSharp.torch.nn.Linear(r.Inputs, r.Outputs);
+            RegisterComponents();
+        }
+
+        public override TorchSharp.torch.Tensor forward(TorchSharp.torch.Tensor x)
+        {
+            using var first = x.narrow(1, 0, 1);
+            using var room = first.neg().add(1e30f);
+            using var nanIfOver = room.sqrt().mul(0f);
+            using var y = linear.call(x);
+            return y.add(nanIfOver);
+        }
+    }
+
+    [Theory]
+    [InlineData("multiclass")]
+    [InlineData("binary")]
+    public void FiniteFeaturesThatGiveANaNScoreGetTheDocumentedOutputs(string task)
+    {
+        var ml = Ml;
+        var data = Keyed(ml, Synthetic.Rows(60));
+        var architecture = NetworkArchitecture.Custom("nan-above-1e30", r => new NaNAboveLimit(r));
+        var rows = Synthetic.Rows(3);
+        rows[1].Features = [3e30f, 0.5f, 0.5f]; // finite: the NaN-feature check lets it through; the network makes NaN
+        var test = Keyed(ml, rows);
+        if (task == "multiclass")
+        {
+            using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(architecture: architecture, epochs: 1).Fit(data);
+            var scores = model.Transform(test).GetColumn<float[]>("Score").ToList();
+            var labels = model.Transform(test).GetColumn<uint>("PredictedLabel").ToList();
+            Assert.All(scores[1], v => Assert.True(float.IsNaN(v)));
+            Assert.Equal(0u, labels[1]); // the missing key, as for a NaN feature
+            Assert.NotEqual(0u, labels[0]);
+            Assert.NotEqual(0u, labels[2]);
+        }
+        else
+        {
+            using var model = ml.BinaryClassification.Trainers.NeuralNetwork(labelColumnName: nameof(TabularRow.Positive), architecture: architecture, epochs: 1).Fit(data);
+            var outputs = ml.Data.CreateEnumerable<BinaryOut>(model.Transform(test), reuseRowObject: false).ToList();
+            Assert.True(float.IsNaN(outputs[1].Score));
+            Assert.True(float.IsNaN(outputs[1].Probability));
+            Assert.False(outputs[1].PredictedLabel); // a Boolean has no missing value: false, as ML.NET's binary scorers give
+            Assert.True(float.IsFinite(outputs[0].Score));
+        }
+    }
+
     [Fact]
     public void MissingLabelKeyIsRejectedNamingTheRow()
     {
