@@ -121,11 +121,11 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
         /// <inheritdoc />
         public override void LoadStateDict(BinaryReader reader)
         {
-            Step = reader.ReadInt64();
-            var (m, v) = (ExpAvg, ExpAvgSq);
-            LoadConditionalStateTensor(reader, ref m, _parameter.device);
-            LoadConditionalStateTensor(reader, ref v, _parameter.device);
-            (ExpAvg, ExpAvgSq) = (m?.DetachFromDisposeScope(), v?.DetachFromDisposeScope());
+            var step = reader.ReadInt64();
+            if (step < 0) throw new InvalidDataException($"an Adam state of {step} steps");
+            Step = step;
+            ExpAvg = OptimizerChecks.LoadStateTensor(reader, ExpAvg, _parameter);
+            ExpAvgSq = OptimizerChecks.LoadStateTensor(reader, ExpAvgSq, _parameter);
         }
 
         /// <inheritdoc />

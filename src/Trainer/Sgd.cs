@@ -106,9 +106,7 @@ public sealed class Sgd : ParamGroupOptimizer, optim.IMomentum
         /// <inheritdoc />
         public override void LoadStateDict(BinaryReader reader)
         {
-            var buffer = MomentumBuffer;
-            LoadConditionalStateTensor(reader, ref buffer, _parameter.device);
-            MomentumBuffer = buffer?.DetachFromDisposeScope();
+            MomentumBuffer = OptimizerChecks.LoadStateTensor(reader, MomentumBuffer, _parameter);
         }
 
         /// <inheritdoc />

@@ -56,6 +56,7 @@ public sealed class CheckpointSafetyTests : IDisposable
         "global.rng: 10 bytes", "global.rng: all zero", "global.rng: left 0", "global.rng: left 624 next 624", "data.rng: 10 bytes", "data.rng: all zero",
         "header: SchedulerSteps int.MaxValue", "header: Epoch -1000000", "header: Epoch 99", "header: history null",
         "header: optimizer type", "optimizer.state: garbage", "optimizer.state: empty", "model.weights: garbage",
+        "optimizer.state: another net's shapes", "optimizer.state: a 12 TiB momentum buffer",
     ];
 
     [Theory]
@@ -119,6 +120,14 @@ public sealed class CheckpointSafetyTests : IDisposable
             case "header: optimizer type": Header(j => j["Optimizer"] = "MlNetGuide.Training.Adam"); break;
             case "optimizer.state: garbage": entries["optimizer.state"] = Enumerable.Range(0, 64).Select(i => (byte)(i * 37)).ToArray(); break;
             case "optimizer.state: empty": entries["optimizer.state"] = []; break;
+            case "optimizer.state: another net's shapes": entries["optimizer.state"] = OtherShapesState(); break;
+            case "optimizer.state: a 12 TiB momentum buffer":
+                // The first buffer's header: present, float32 (6), rank 2, dims 8 and 3; 8 becomes 2^42 (LEB128).
+                var state = entries["optimizer.state"];
+                int at = IndexOf(state, [1, 6, 2, 8, 3]);
+                Assert.True(at >= 0, "the first momentum buffer's header");
+                entries["optimizer.state"] = [.. state[..(at + 3)], 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, .. state[(at + 4)..]];
+                break;
             case "model.weights: garbage": entries["model.weights"] = Enumerable.Range(0, 256).Select(i => (byte)(i * 11)).ToArray(); break;
             default: throw new ArgumentException(variant);
         }
@@ -128,6 +137,24 @@ public sealed class CheckpointSafetyTests : IDisposable
             foreach (var (name, bytes) in entries)
                 using (var s = output.CreateEntry(name).Open()) s.Write(bytes);
         File.WriteAllBytes(to, Sealed(buffer.ToArray()));
+    }
+
+    /// <summary>The optimizer state of a net with as many parameters, of other shapes (Linear(3, 5), Linear(5, 1)).</summary>
+    private static byte[] OtherShapesState()
+    {
+        var net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1));
+        using var model = new Regressor(net, lr: 0.1) { OptimizerFactory = (ps, lr) => new Sgd(ps, lr, momentum: 0.9) };
+        using var data = Data();
+        using var trainer = new Trainer(1);
+        trainer.Fit(model, data);
+        return OptimizerState(trainer);
+    }
+
+    private static int IndexOf(byte[] haystack, byte[] needle)
+    {
+        for (int i = 0; i + needle.Length <= haystack.Length; i++)
+            if (haystack.AsSpan(i, needle.Length).SequenceEqual(needle)) return i;
+        return -1;
     }
 
     // The checkpoint's seal: "MLNGSHA1" and the SHA-256 of every byte before it.
