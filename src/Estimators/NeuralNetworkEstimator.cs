@@ -170,7 +170,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 _ => (ps, lr) => new Sgd(ps, lr, momentum: o.Momentum, weightDecay: o.WeightDecay),
             };
             objective.SchedulerFactory = Schedule(o, (int)Math.Ceiling(source.TrainBatches / (double)o.GradientAccumulationSteps));
-            int epoch = 0;
+            Trainer? running = null; // the streamed shuffle of epoch e is seeded by e, however often the loader is enumerated
             // Validation rows: given (in memory, or streamed in order every epoch), or split off the training data.
             var memoryVal = valSource is null ? source.MemoryVal : valSource.MemoryTrain;
             // Rows split off in memory stay there: streaming them would make every epoch read the whole data view again.
@@ -178,8 +178,19 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 ? (source.ValRows > 0 && !source.InMemory ? source.Validation : null)
                 : valSource.InMemory ? null : valSource.InOrder;
             int valBatches = Math.Max(1, valSource?.TrainBatches ?? source.ValBatches);
+            // Warnings for a quietly useless model, from every row in memory or the first streamed batch.
+            bool looked = false;
+            double constantLoss = double.NaN;
+            void Look(Tensor x, Tensor y)
+            {
+                if (looked) return;
+                looked = true;
+                if (FitWarnings.FarFromUnitScale(x, o.FeatureColumnName) is { } warning) ch.Warning(MessageSensitivity.None, warning);
+                constantLoss = FitWarnings.ConstantLoss(o.Task, y, outputs);
+            }
+            if (source.InMemory) Look(source.MemoryTrain![0], source.MemoryTrain[1]);
             using var memoryData = source.InMemory && streamedVal is null ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, memoryVal, seed) : null;
-            DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => source.Train(epoch++), source.TrainBatches,
+            DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => FirstBatchSeen(source.Train(running?.Epoch ?? 0), source.InMemory ? null : Look), source.TrainBatches,
                 streamedVal ?? (memoryVal is null ? null : () => TensorBatches(memoryVal, o.BatchSize)), valBatches);
             ch.Info(MessageSensitivity.None,
                 $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of {source.FeatureCount} features " +
@@ -188,9 +199,11 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
                    { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps, CheckAlive = MlNetInternals.CheckAlive(host) })
             {
+                running = trainer;
                 if (o.EpochCompleted is { } callback) trainer.EpochCompleted += callback;
                 history = trainer.Fit(objective, data, o.CancellationToken);
             }
+            if (FitWarnings.NoBetterThanConstant(history, constantLoss, o.FeatureColumnName) is { } useless) ch.Warning(MessageSensitivity.None, useless);
             net = objective.ReleaseNet(); // the scorer owns it from here; the objective (and its trainer state) goes
             foreach (var p in net.parameters()) p.grad = null; // scoring needs no gradients: free their memory
         }
@@ -222,6 +235,17 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 $"the initial model's {initial.Task} with {initial.FeatureCount} features and {initial.OutputCount} outputs",
                 $"{o.Task} with {features} features and {outputs} outputs in this data");
         StateDict.Load(net, StateDict.Get(initial.Scorer.Module)); // copies: the initial model keeps its own weights
+    }
+
+    /// <summary>The batches, with <paramref name="look"/> shown the features of the first one.</summary>
+    private static IEnumerable<Batch> FirstBatchSeen(IEnumerable<Batch> batches, Action<Tensor, Tensor>? look)
+    {
+        foreach (var batch in batches)
+        {
+            look?.Invoke(batch.X, batch.Y);
+            look = null;
+            yield return batch;
+        }
     }
 
     /// <summary>Batches of in-memory rows in order (views; the rows stay owned by their source).</summary>
