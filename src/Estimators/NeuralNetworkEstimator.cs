@@ -129,6 +129,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 $"Pass validation data or set ValidationFraction ({o.ValidationFraction}), not both.", nameof(validationData));
         var host = _env.Register("MlNetGuide.NeuralNetwork");
         using var ch = host.Start("Training");
+        using var threads = TorchThreads.Use(o.NumberOfThreads ?? 1);
         int seed = o.Seed ?? host.Rand.Next();
         using var source = new DataViewBatchSource(input, o, seed);
         var keyValues = o.Task == NeuralTask.MulticlassClassification ? KeyValues.From(source.LabelColumn) : null;
@@ -195,7 +196,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             ch.Info(MessageSensitivity.None,
                 $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of {source.FeatureCount} features " +
                 (memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
-                $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}.");
+                $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}, {get_num_threads()} thread(s).");
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
                    { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps, CheckAlive = MlNetInternals.CheckAlive(host) })
             {

@@ -73,6 +73,11 @@ if (pytorchOnly)
     Console.WriteLine(JsonSerializer.Serialize(peerOnly.Json)); // one JSON line: what benchmarks.json's pytorch_peer would hold
     return 0;
 }
+if (args.Contains("--contention")) // issue #24: fits beside CPU-bound neighbours (Contention.cs); printed, nothing written
+{
+    Contention.RunAll(Log);
+    return 0;
+}
 if (args.Contains("--step-profile")) // issue #19: where a batch-32 step goes (StepProfile.cs); printed, nothing written
 {
     StepProfile.Run(xTrain, yTrain, Log, wholeStepsOnly: args.Contains("--whole-steps"));
@@ -231,11 +236,7 @@ void EstimatorFitWith(int inMemoryLimitMB, int batch, int epochs, double validat
         InMemoryLimitMB = inMemoryLimitMB, ValidationFraction = validationFraction,
     }).Fit(trainView);
 }
-if (args.Contains("--contention")) // issue #24: a fit beside CPU-bound neighbours (Contention.cs); printed, nothing written
-{
-    Contention.Run(() => EstimatorFit(1024, 64, 1), Log);
-    return 0;
-}
+
 var overhead = Harness.Interleaved(1, overheadRounds, ("hand-written loop", () => HandLoop(batch, epochs)), ("Trainer.Fit", () => TrainerFit(batch, epochs)),
     ("estimator Fit (IDataView)", () => EstimatorFit(1024, batch, epochs)), ("estimator Fit, streamed every epoch", () => EstimatorFit(0, batch, epochs)),
     ("estimator Fit, ValidationFraction = 0.1", () => EstimatorFitWith(1024, batch, epochs, 0.1)),

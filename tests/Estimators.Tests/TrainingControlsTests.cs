@@ -197,3 +197,42 @@ public class TrainingControlsTests
         Assert.True(drop[1] > drop[0] && drop[0] > drop[2] && drop[2] > 0, $"RMSE increases {string.Join(", ", drop)}");
     }
 }
+
+/// <summary>libtorch's thread count is process-wide: these tests run alone, after the parallel ones.</summary>
+[CollectionDefinition(nameof(TorchThreadsCollection), DisableParallelization = true)]
+public sealed class TorchThreadsCollection;
+
+[Collection(nameof(TorchThreadsCollection))]
+public sealed class NumberOfThreadsTests
+{
+    private static IDataView Keyed(MLContext ml)
+    {
+        var raw = ml.Data.LoadFromEnumerable(Synthetic.Rows(60));
+        return ml.Transforms.Conversion.MapValueToKey("Label", nameof(TabularRow.Kind)).Fit(raw).Transform(raw);
+    }
+
+    [Theory]
+    [InlineData(null, 1)] // the default: one intra-op thread
+    [InlineData(3, 3)]
+    public void NumberOfThreadsHoldsWhileFitTrainsAndIsRestoredAfter(int? requested, int expected)
+    {
+        var ml = new MLContext(seed: 1);
+        var during = new List<int>();
+        int before = TorchSharp.torch.get_num_threads();
+        TorchSharp.torch.set_num_threads(2);
+        try
+        {
+            using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
+            {
+                Epochs = 2, NumberOfThreads = requested, EpochCompleted = _ => during.Add(TorchSharp.torch.get_num_threads()),
+            }).Fit(Keyed(ml));
+            Assert.Equal([expected, expected], during);
+            Assert.Equal(2, TorchSharp.torch.get_num_threads());
+        }
+        finally
+        {
+            TorchSharp.torch.set_num_threads(before);
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions { NumberOfThreads = 0 }));
+    }
+}
