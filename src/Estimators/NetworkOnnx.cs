@@ -45,7 +45,7 @@ internal static class NetworkOnnx
         if (s.Task == NeuralTask.MulticlassClassification) y = g.Node("Softmax", [y], ("axis", -1L));
         y = g.Node("Reshape", [y, g.Int64s("shape", s.Width)]);
         g.Output(OutputColumn, y, TensorProto.Types.DataType.Float, s.Width);
-        g.Metadata(ConfigMetadata, JsonSerializer.Serialize(NeuralModel.ConfigOf(t)));
+        g.Metadata(ConfigMetadata, JsonSerializer.Serialize(NetworkDescription.Of(t)));
         return g.ToModel().ToByteArray();
     }
 
@@ -98,7 +98,7 @@ internal static class NetworkOnnx
         g.Output(s.ScoreColumn, y, TensorProto.Types.DataType.Float, null, s.Width);
         if (s.Task == NeuralTask.BinaryClassification)
             g.Output(s.ProbabilityColumn!, g.Node("Sigmoid", [y]), TensorProto.Types.DataType.Float, null, 1);
-        g.Metadata(ConfigMetadata, JsonSerializer.Serialize(NeuralModel.ConfigOf(t)));
+        g.Metadata(ConfigMetadata, JsonSerializer.Serialize(NetworkDescription.Of(t)));
         return g.ToModel();
     }
 

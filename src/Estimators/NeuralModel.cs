@@ -104,7 +104,7 @@ public static class NeuralModel
                 {
                     Flush(always: false);
                     int index = manifest.Parts.Count;
-                    var config = ConfigOf(neural);
+                    var config = NetworkDescription.Of(neural);
                     WriteEntry(zip, $"{Prefix}part{index}.json", s => JsonSerializer.Serialize(s, config, Json));
                     WriteEntry(zip, $"{Prefix}part{index}.weights", s => StateDict.Save(neural.Scorer.Module, s));
                     manifest.Parts.Add(new Part { Kind = "neural", Entry = $"{Prefix}part{index}" });
@@ -127,7 +127,6 @@ public static class NeuralModel
     // What a manifest, a config or a seal may reasonably be: JSON documents of a few kilobytes.
     private const long MaxJsonBytes = 1 << 20;
     private const int MaxParts = 256;
-    internal const int MaxScoringBatchSize = 1 << 20;
 
     private static ITransformer Load(MLContext ml, Stream stream, out DataViewSchema inputSchema, string source, LoadLimits limits)
     {
@@ -142,7 +141,7 @@ public static class NeuralModel
             stream.CopyTo(copy);
             copy.Position = 0;
             // Every size below is checked against this budget before anything it describes is inflated or allocated.
-            var budget = new Budget(limits.BudgetFor(copy.Length), source);
+            var budget = new LoadBudget(limits.BudgetFor(copy.Length), source);
             Integrity.VerifyZip(copy, source, budget.Total);
             using var zip = new ZipArchive(copy, ZipArchiveMode.Read);
             var manifestEntry = zip.GetEntry(ManifestEntry);
@@ -199,108 +198,18 @@ public static class NeuralModel
         }
     }
 
-    /// <summary>What one model file may still allocate: inflated entries and the networks built from it.</summary>
-    internal sealed class Budget(long total, string source)
+    private static NeuralNetworkTransformer LoadNeural(ZipArchive zip, string entry, string source, Device device, LoadBudget budget)
     {
-        public long Total { get; } = total;
-        public long Left => Total - _used;
-        private long _used;
-
-        public void Charge(long bytes, string what)
-        {
-            if (bytes > Left)
-                throw new ModelFormatException(
-                    $"{source}: {what} needs {bytes:N0} bytes, which with the {_used:N0} bytes before it exceeds the load budget of {Total:N0} bytes " +
-                    "(LoadLimits.MaxLoadBytes; raise it only for a file you trust).");
-            _used += bytes;
-        }
-    }
-
-    private static NeuralNetworkTransformer LoadNeural(ZipArchive zip, string entry, string source, Device device, Budget budget)
-    {
-        var config = ReadJson<NeuralConfig>(Entry(zip, entry + ".json", source), source);
+        var config = ReadJson<NetworkDescription>(Entry(zip, entry + ".json", source), source);
         var weightsEntry = Entry(zip, entry + ".weights", source);
-        return BuildNetwork(config, $"{entry}.json", weightsEntry.FullName, weightsEntry.Length, source, device, budget, module =>
+        return config.Build($"{entry}.json", weightsEntry.FullName, weightsEntry.Length, source, device, budget, module =>
         {
             using var weights = new MemoryStream(ZipBounds.ReadAll(weightsEntry, weightsEntry.Length, source), writable: false);
             StateDict.Load(module, weights, TensorFileFormat.TorchSharp);
         });
     }
 
-    /// <summary>
-    /// Checks a network's config (from a NeuralModel zip or an exported ONNX model's metadata) against itself, the weights
-    /// it comes with and the budget, then builds the module and fills it with <paramref name="loadWeights"/>.
-    /// </summary>
-    internal static NeuralNetworkTransformer BuildNetwork(NeuralConfig config, string configName, string weightsName, long weightBytes,
-        string source, Device device, Budget budget, Action<nn.Module<Tensor, Tensor>> loadWeights)
-    {
-        if (!Enum.TryParse<NeuralTask>(config.Task, out var task))
-            throw new ModelFormatException($"{source}: unknown task '{config.Task}'.");
-        if (config.FeatureCount <= 0 || config.Outputs <= 0 || config.ScoringBatchSize is <= 0 or > MaxScoringBatchSize
-            || config.HiddenWidths is null || config.HiddenWidths.Any(w => w <= 0))
-            throw new ModelFormatException(
-                $"{source}: invalid sizes in {configName} (features {config.FeatureCount}, outputs {config.Outputs}, hidden [{string.Join(", ", config.HiddenWidths ?? [])}], " +
-                $"scoring batch size {config.ScoringBatchSize}; expected positive widths and a batch size of at most {MaxScoringBatchSize}).");
-        if (task != NeuralTask.MulticlassClassification && config.Outputs != 1)
-            throw new ModelFormatException($"{source}: a {task} network has 1 output, {configName} says {config.Outputs}.");
-        var keyValues = config.KeyValueType is null ? null : KeyValues.Parse(config.KeyValueType, config.KeyValues ?? []);
-        if (task == NeuralTask.MulticlassClassification && keyValues is not null && keyValues.Count != config.Outputs)
-            throw new ModelFormatException(
-                $"{source}: {configName} has {keyValues.Count} label key values for a network of {config.Outputs} outputs; they must be equal.");
-        var architecture = NetworkArchitecture.FromConfig(config.Architecture, config.HiddenWidths);
-        // Before building anything: the network must fit in the weights the file holds (a module's parameters are at
-        // least as large as any width it was asked for), and the weights and the network must fit in the budget.
-        long needed = architecture.MinimumParameterBytes(config.FeatureCount, config.Outputs);
-        if (needed > weightBytes)
-            throw new ModelFormatException(
-                $"{source}: architecture {architecture} for {config.FeatureCount} features and {config.Outputs} outputs needs at least {needed:N0} bytes of weights; " +
-                $"{weightsName} holds {weightBytes:N0}.");
-        budget.Charge(weightBytes, weightsName);
-        budget.Charge(weightBytes, $"the network built for {weightsName}");
-        var module = architecture.Build(config.FeatureCount, config.Outputs);
-        try
-        {
-            loadWeights(module);
-            if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
-            var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,
-                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues);
-            return new NeuralNetworkTransformer(scorer, architecture, config.ScoringBatchSize);
-        }
-        catch (StateDictMismatchException ex)
-        {
-            module.Dispose();
-            throw new ModelFormatException(
-                $"{source}: the stored weights do not fit architecture {architecture} as this process builds it " +
-                $"(was a module registered under '{architecture.Name}' changed?). {ex.Message}", ex);
-        }
-        catch
-        {
-            module.Dispose();
-            throw;
-        }
-    }
-
     private static Device LoadDevice(MLContext ml) => MlNetDevices.ForScoring(ml);
-
-    internal static NeuralConfig ConfigOf(NeuralNetworkTransformer t)
-    {
-        var s = t.Scorer;
-        return new NeuralConfig
-        {
-            Task = s.Task.ToString(),
-            FeatureColumn = s.FeatureColumn,
-            ScoreColumn = s.ScoreColumn,
-            ProbabilityColumn = s.ProbabilityColumn,
-            PredictedLabelColumn = s.PredictedLabelColumn,
-            FeatureCount = s.FeatureCount,
-            Outputs = s.Outputs,
-            Architecture = t.Architecture.Name,
-            HiddenWidths = t.Architecture.HiddenWidths.ToArray(),
-            ScoringBatchSize = t.ScoringBatchSize,
-            KeyValueType = s.KeyValues?.TypeNameForSave,
-            KeyValues = s.KeyValues?.Values,
-        };
-    }
 
     /// <summary>Every transformer of a (possibly nested) chain, in order.</summary>
     internal static IEnumerable<ITransformer> Flatten(ITransformer t)
@@ -355,21 +264,6 @@ public static class NeuralModel
         public string Entry { get; set; } = "";
     }
 
-    internal sealed class NeuralConfig
-    {
-        public string Task { get; set; } = "";
-        public string FeatureColumn { get; set; } = "";
-        public string ScoreColumn { get; set; } = "";
-        public string? ProbabilityColumn { get; set; }
-        public string? PredictedLabelColumn { get; set; }
-        public int FeatureCount { get; set; }
-        public int Outputs { get; set; }
-        public string Architecture { get; set; } = "";
-        public int[] HiddenWidths { get; set; } = [];
-        public int ScoringBatchSize { get; set; }
-        public string? KeyValueType { get; set; }
-        public string[]? KeyValues { get; set; }
-    }
 }
 
 /// <summary>Input row of the placeholder a saved model's ML.NET entries hold (not for direct use).</summary>

@@ -143,7 +143,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             if (valSource.ClassCount != source.ClassCount)
                 throw new SchemaMismatchException(o.LabelColumnName, $"a key of {source.ClassCount} classes, as in the training data", $"{valSource.ClassCount} in the validation data");
             // Keys mean classes only through their values: a MapValueToKey fitted on each data view separately numbers them differently.
-            if (KeyValues.From(source.LabelColumn) is { } trainKeys && KeyValues.From(valSource.LabelColumn) is { } valKeys && !trainKeys.Values.SequenceEqual(valKeys.Values))
+            if (keyValues is { } trainKeys && KeyValues.From(valSource.LabelColumn) is { } valKeys && !trainKeys.Values.SequenceEqual(valKeys.Values))
                 throw new SchemaMismatchException(o.LabelColumnName, $"the training data's key values [{string.Join(", ", trainKeys.Values.Take(5))}…] in the same order",
                     $"[{string.Join(", ", valKeys.Values.Take(5))}…] in the validation data (fit MapValueToKey once, on the training data, and apply it to both)");
             valSource.Prepare((long)o.InMemoryLimitMB << 20);
@@ -192,7 +192,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             if (source.InMemory) Look(source.MemoryTrain![0], source.MemoryTrain[1]);
             using var memoryData = source.InMemory && streamedVal is null ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, memoryVal, seed) : null;
             DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => FirstBatchSeen(source.Train(running?.Epoch ?? 0), source.InMemory ? null : Look), source.TrainBatches,
-                streamedVal ?? (memoryVal is null ? null : () => TensorBatches(memoryVal, o.BatchSize)), valBatches);
+                streamedVal ?? (memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, o.BatchSize)), valBatches);
             ch.Info(MessageSensitivity.None,
                 $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of {source.FeatureCount} features " +
                 (memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
@@ -246,17 +246,6 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             look?.Invoke(batch.X, batch.Y);
             look = null;
             yield return batch;
-        }
-    }
-
-    /// <summary>Batches of in-memory rows in order (views; the rows stay owned by their source).</summary>
-    private static IEnumerable<Batch> TensorBatches(Tensor[] rows, int batchSize)
-    {
-        long n = rows[0].shape[0];
-        for (long start = 0; start < n; start += batchSize)
-        {
-            long end = Math.Min(n, start + batchSize);
-            yield return new Batch(rows.Select(t => t[TensorIndex.Slice(start, end)].DetachFromDisposeScope()).ToArray());
         }
     }
 

@@ -21,7 +21,7 @@ internal static class PlainModelZip
     private const int MaxOnnxModels = 256;
 
     public static ITransformer Load(MLContext ml, MemoryStream file, ZipArchive zip, out DataViewSchema inputSchema, string source,
-        Device device, NeuralModel.Budget budget)
+        Device device, LoadBudget budget)
     {
         // ML.NET inflates every entry itself: bound them all first.
         budget.Charge(ZipBounds.Check(zip, budget.Left, source), "the zip's entries");
@@ -89,20 +89,11 @@ internal static class PlainModelZip
         }
     }
 
-    private static NeuralNetworkTransformer Network(ModelProto graph, string source, Device device, NeuralModel.Budget budget)
+    private static NeuralNetworkTransformer Network(ModelProto graph, string source, Device device, LoadBudget budget)
     {
-        NeuralModel.NeuralConfig config;
-        try
-        {
-            config = JsonSerializer.Deserialize<NeuralModel.NeuralConfig>(OnnxStateDict.Metadata(graph, NetworkOnnx.ConfigMetadata)!)
-                ?? throw new ModelFormatException($"{source}: the network config in the ONNX metadata is empty.");
-        }
-        catch (JsonException ex)
-        {
-            throw new ModelFormatException($"{source}: the network config in the ONNX metadata is not valid JSON ({ex.Message}).", ex);
-        }
+        var config = NetworkDescription.Parse(OnnxStateDict.Metadata(graph, NetworkOnnx.ConfigMetadata)!, $"the network config in the ONNX metadata", source);
         long weightBytes = graph.Graph.Initializer.Sum(i => (long)i.RawData.Length);
-        return NeuralModel.BuildNetwork(config, $"the ONNX metadata '{NetworkOnnx.ConfigMetadata}'", "the ONNX initializers", weightBytes,
+        return config.Build($"the ONNX metadata '{NetworkOnnx.ConfigMetadata}'", "the ONNX initializers", weightBytes,
             source, device, budget, module =>
             {
                 var state = OnnxStateDict.Read(graph, weightBytes, source);

@@ -119,6 +119,16 @@ public sealed class TensorDataModule : DataModule, IDisposable
         foreach (var t in _val ?? []) t.Dispose();
     }
 
+    /// <summary>
+    /// The rows in order, <paramref name="batchSize"/> at a time (views: the rows stay owned by the caller) — what this
+    /// module's validation loader gives, for loaders that mix in-memory rows with streamed ones.
+    /// </summary>
+    public static IDataLoader InOrder(Tensor[] rows, int batchSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchSize);
+        return new Loader(Check(rows, nameof(rows)), batchSize, null);
+    }
+
     private static Tensor[] Check(Tensor[] tensors, string name)
     {
         ArgumentNullException.ThrowIfNull(tensors, name);
