@@ -76,7 +76,7 @@ public abstract class NeuralNetworkOptions
     /// <summary>The network. Default <c>NetworkArchitecture.Mlp(256)</c>.</summary>
     public NetworkArchitecture Architecture { get; set; } = NetworkArchitecture.Mlp(256);
 
-    /// <summary>How the network's linear layers are initialized; null keeps the layers' own defaults. Default Xavier weights, zero biases.</summary>
+    /// <summary>How the network's linear layers are initialized (<see cref="NetworkInit"/>: the chapter's schemes); null keeps the layers' own defaults. Default Xavier weights, zero biases.</summary>
     public InitScheme? Init { get; set; } = InitScheme.Xavier;
 
     /// <summary>Passes over the training data. Default 10.</summary>
@@ -108,7 +108,7 @@ public abstract class NeuralNetworkOptions
 
     /// <summary>
     /// Stop when a validation metric stops improving and keep the best epoch's weights, e.g.
-    /// <c>new EarlyStopping("val_loss", Patience: 3)</c> (needs <see cref="ValidationFraction"/> &gt; 0 for val_* metrics).
+    /// <c>EarlyStopping = new("val_loss", Patience: 3)</c> (needs <see cref="ValidationFraction"/> &gt; 0 for val_* metrics).
     /// The transformer's <see cref="NeuralNetworkTransformer.History"/> says which epoch was kept. Default null (off).
     /// </summary>
     public EarlyStopping? EarlyStopping { get; set; }

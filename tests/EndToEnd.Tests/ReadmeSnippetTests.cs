@@ -125,7 +125,7 @@ public sealed class ReadmeSnippetTests : IDisposable
             .Append(ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
             {
                 Architecture = NetworkArchitecture.ChapterMlp(),   // or Mlp(256, 128), LazyMlp(64), Custom("my-net", ...)
-                Init = InitScheme.Xavier,
+                Init = NetworkInit.Xavier,
                 Epochs = 20, BatchSize = 64, LearningRate = 0.2, NumGpus = 0,
             }))
             .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
