@@ -17,6 +17,32 @@ internal static class ColumnChecks
         _ => "Single",
     };
 
+    /// <summary>
+    /// A column as both of ML.NET's descriptions give it: a <see cref="SchemaShape"/> before fitting (no sizes, no key
+    /// counts) and a <see cref="DataViewSchema"/> after. The rules below read this, so each is written once.
+    /// </summary>
+    public readonly record struct Shape(SchemaShape.Column.VectorKind Kind, DataViewType ItemType, bool IsKey)
+    {
+        public static Shape Of(SchemaShape.Column c) => new(c.Kind, c.ItemType, c.IsKey);
+
+        public static Shape Of(DataViewType t) => t switch
+        {
+            VectorDataViewType v => new(v.Size > 0 ? SchemaShape.Column.VectorKind.Vector : SchemaShape.Column.VectorKind.VariableVector, v.ItemType, v.ItemType is KeyDataViewType),
+            _ => new(SchemaShape.Column.VectorKind.Scalar, t, t is KeyDataViewType),
+        };
+    }
+
+    /// <summary>The feature rule: one Single, or a known-size vector of Single.</summary>
+    public static bool FeaturesFit(Shape c) => c.ItemType == NumberDataViewType.Single && !c.IsKey && c.Kind != SchemaShape.Column.VectorKind.VariableVector;
+
+    /// <summary>The label rule for <paramref name="task"/>: a key (multiclass), a Boolean (binary) or a Single (regression), one per row.</summary>
+    public static bool LabelFits(NeuralTask task, Shape c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && task switch
+    {
+        NeuralTask.MulticlassClassification => c.IsKey,
+        NeuralTask.BinaryClassification => c.ItemType == BooleanDataViewType.Instance,
+        _ => c.ItemType == NumberDataViewType.Single && !c.IsKey,
+    };
+
     /// <summary>The error for a column that is not there, listing the columns that are.</summary>
     public static SchemaMismatchException Missing(string name, string expected, IEnumerable<string> available) =>
         new(name, $"a column of type {expected}", $"no such column (the data has {string.Join(", ", available.Select(c => $"'{c}'"))})");
@@ -25,17 +51,8 @@ internal static class ColumnChecks
     public static (DataViewSchema.Column column, int width) Features(DataViewSchema schema, string name)
     {
         var column = Find(schema, name, FeaturesExpected);
-        switch (column.Type)
-        {
-            case VectorDataViewType { ItemType: var item, Size: > 0 } v when item == NumberDataViewType.Single:
-                return (column, v.Size);
-            case var t when t == NumberDataViewType.Single:
-                return (column, 1);
-            case VectorDataViewType { Size: 0 }:
-                throw new SchemaMismatchException(name, FeaturesExpected, "a vector of unknown size");
-            default:
-                throw new SchemaMismatchException(name, FeaturesExpected, Describe(column.Type));
-        }
+        if (!FeaturesFit(Shape.Of(column.Type))) throw new SchemaMismatchException(name, FeaturesExpected, Describe(column.Type));
+        return (column, column.Type is VectorDataViewType v ? v.Size : 1);
     }
 
     /// <summary>Checks that the scoring input's feature column has the width the model was trained on.</summary>
@@ -51,35 +68,20 @@ internal static class ColumnChecks
     public static DataViewSchema.Column Label(DataViewSchema schema, string name, NeuralTask task, out int classes)
     {
         classes = 0;
-        switch (task)
+        var column = Find(schema, name, LabelExpected(task, name));
+        if (!LabelFits(task, Shape.Of(column.Type)))
+            throw new SchemaMismatchException(name, LabelExpected(task, name), Describe(column.Type));
+        if (task == NeuralTask.MulticlassClassification)
         {
-            case NeuralTask.MulticlassClassification:
-            {
-                var column = Find(schema, name, LabelExpected(task, name));
-                if (column.Type is not KeyDataViewType key)
-                    throw new SchemaMismatchException(name, LabelExpected(task, name), Describe(column.Type));
-                if (key.Count is 0 or > int.MaxValue)
-                    throw new SchemaMismatchException(name, "a key type with a known number of classes", Describe(column.Type));
-                if (key.Count < 2)
-                    throw new SchemaMismatchException(name, "at least 2 classes", $"{key.Count}");
-                classes = (int)key.Count;
-                return column;
-            }
-            case NeuralTask.BinaryClassification:
-            {
-                var column = Find(schema, name, LabelExpected(task, name));
-                if (column.Type != BooleanDataViewType.Instance)
-                    throw new SchemaMismatchException(name, LabelExpected(task, name), Describe(column.Type));
-                return column;
-            }
-            default:
-            {
-                var column = Find(schema, name, LabelExpected(task, name));
-                if (column.Type != NumberDataViewType.Single)
-                    throw new SchemaMismatchException(name, LabelExpected(task, name), Describe(column.Type));
-                return column;
-            }
+            // What only a fitted schema knows: the number of classes.
+            var key = (KeyDataViewType)column.Type;
+            if (key.Count is 0 or > int.MaxValue)
+                throw new SchemaMismatchException(name, "a key type with a known number of classes", Describe(column.Type));
+            if (key.Count < 2)
+                throw new SchemaMismatchException(name, "at least 2 classes", $"{key.Count}");
+            classes = (int)key.Count;
         }
+        return column;
     }
 
     /// <summary>Reads the current row's features into <paramref name="destination"/>; false when one is NaN or infinite.</summary>

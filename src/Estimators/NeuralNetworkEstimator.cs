@@ -59,24 +59,19 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         ArgumentNullException.ThrowIfNull(inputSchema);
         var o = _options;
         var features = Find(inputSchema, o.FeatureColumnName, ColumnChecks.FeaturesExpected);
-        if (features.ItemType != NumberDataViewType.Single || features.Kind == SchemaShape.Column.VectorKind.VariableVector || features.IsKey)
+        if (!ColumnChecks.FeaturesFit(ColumnChecks.Shape.Of(features)))
             throw new SchemaMismatchException(o.FeatureColumnName, ColumnChecks.FeaturesExpected, $"{features.Kind} of {features.ItemType}{(features.IsKey ? " (key)" : "")}");
         string labelExpected = ColumnChecks.LabelExpected(o.Task, o.LabelColumnName);
         var label = Find(inputSchema, o.LabelColumnName, labelExpected);
+        if (!ColumnChecks.LabelFits(o.Task, ColumnChecks.Shape.Of(label)))
+            throw new SchemaMismatchException(o.LabelColumnName, labelExpected, $"{label.Kind} of {label.ItemType}");
         KeyValues? keyValues = null;
         int outputs = 1;
-        switch (o.Task)
+        if (o.Task == NeuralTask.MulticlassClassification)
         {
-            case NeuralTask.MulticlassClassification when !label.IsKey:
-                throw new SchemaMismatchException(o.LabelColumnName, labelExpected, $"{label.ItemType}");
-            case NeuralTask.MulticlassClassification:
-                outputs = 2; // the count is unknown in a SchemaShape; only the column types matter here
-                if (label.Annotations.LastOrDefault(c => c.Name == KeyValues.KeyValuesKind) is { Name: not null } kv && kv.ItemType is PrimitiveDataViewType item)
-                    keyValues = KeyValues.Placeholder(item);
-                break;
-            case NeuralTask.BinaryClassification when label.ItemType != BooleanDataViewType.Instance || label.Kind != SchemaShape.Column.VectorKind.Scalar:
-            case NeuralTask.Regression when label.ItemType != NumberDataViewType.Single || label.Kind != SchemaShape.Column.VectorKind.Scalar:
-                throw new SchemaMismatchException(o.LabelColumnName, labelExpected, $"{label.Kind} of {label.ItemType}");
+            outputs = 2; // the count is unknown in a SchemaShape; only the column types matter here
+            if (label.Annotations.LastOrDefault(c => c.Name == KeyValues.KeyValuesKind) is { Name: not null } kv && kv.ItemType is PrimitiveDataViewType item)
+                keyValues = KeyValues.Placeholder(item);
         }
         // Describe our output columns with a real schema and let ML.NET turn it into a shape (see MlNetInternals).
         var builder = new DataViewSchema.Builder();
