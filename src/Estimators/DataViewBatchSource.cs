@@ -77,11 +77,18 @@ internal sealed class DataViewBatchSource : IDisposable
     /// </summary>
     public void Prepare(long limitBytes)
     {
-        if (limitBytes > 0 && (_data.GetRowCount() is not long known || known * RowBytes <= limitBytes) && TryLoad(limitBytes))
-            return;
+        if (limitBytes > 0 && (_data.GetRowCount() is not long known || known * RowBytes <= limitBytes))
+        {
+            if (TryLoad(limitBytes)) return;
+            if (TrainRows > 0) return; // over the limit midway: the same pass counted the rest, so nothing is read twice
+        }
         Scan();
     }
 
+    /// <summary>
+    /// Reads the rows into memory; true when they all fit. When the limit is reached midway (a view that does not know
+    /// its row count), the stored rows are released and the same pass goes on counting, as <see cref="Scan"/> would.
+    /// </summary>
     private bool TryLoad(long limitBytes)
     {
         long? known = _data.GetRowCount();
@@ -91,16 +98,37 @@ internal sealed class DataViewBatchSource : IDisposable
         using var train = new RowStore(FeatureCount, Estimate(1 - fraction), maxRows);
         using var val = fraction > 0 ? new RowStore(FeatureCount, Estimate(fraction), maxRows) : null;
         long skipped = 0;
+        long? countedTrain = null, countedVal = null; // set once over the limit: from then on rows are only counted
+        bool skip = _options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow;
+        float[] scratch = [];
         using (var rows = new RowReader(this, null, readFeatures: true))
         {
             while (rows.MoveNext())
             {
                 if ((rows.Position & 4095) == 0) _options.CancellationToken.ThrowIfCancellationRequested();
+                if (countedTrain is null && train.Count + (val?.Count ?? 0) >= maxRows)
+                {
+                    (countedTrain, countedVal) = (train.Count, val?.Count ?? 0); // over the limit: stream instead
+                    train.Dispose();
+                    val?.Dispose();
+                    scratch = skip ? new float[FeatureCount] : [];
+                }
+                if (countedTrain is not null)
+                {
+                    if (skip && !rows.ReadFeatures(scratch)) { skipped++; continue; }
+                    if (rows.IsValidation) countedVal++; else countedTrain++;
+                    continue;
+                }
                 var store = rows.IsValidation ? val! : train;
-                if (train.Count + (val?.Count ?? 0) >= maxRows) return false; // over the limit: stream instead
                 if (!rows.ReadFeatures(store.NextRow())) { skipped++; continue; }
                 store.Commit(rows.Label);
             }
+        }
+        if (countedTrain is long trainRows)
+        {
+            if (trainRows == 0) throw Empty(skipped);
+            (TrainRows, ValRows, SkippedRows) = (trainRows, countedVal!.Value, skipped);
+            return false;
         }
         if (train.Count == 0) throw Empty(skipped);
         bool multiclass = _options.Task == NeuralTask.MulticlassClassification;
@@ -311,7 +339,12 @@ internal sealed class DataViewBatchSource : IDisposable
             return [x, Labels(_y, Count, classIndices)];
         }
 
-        public void Dispose() => _x?.Dispose();
+        public void Dispose()
+        {
+            _x?.Dispose();
+            _x = null;
+            _y = [];
+        }
     }
 
     /// <summary>A cursor over features and labels that validates each row as it is read.</summary>

@@ -148,7 +148,16 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
 
         int outputs = o.Task == NeuralTask.MulticlassClassification ? source.ClassCount : 1;
         manual_seed(seed); // lazy layers and built-in defaults draw from the global generator
-        var objective = new NetworkObjective(o.Task, () => o.Architecture.Build(source.FeatureCount, outputs), o.LearningRate);
+        // The Trainer's own task modules (d2l's Classifier, and its binary and regression kin): their losses and validation
+        // metrics; no board, and the training loss from the Trainer's per-step record. Disposed after Fit, once the network
+        // is taken back, so the transformer holds nothing of the training run but its History.
+        Func<nn.Module<Tensor, Tensor>> build = () => o.Architecture.Build(source.FeatureCount, outputs);
+        TrainableModule objective = o.Task switch
+        {
+            NeuralTask.MulticlassClassification => new Classifier(build, o.LearningRate) { DrawsBoard = false, PlotsTrainingLoss = false },
+            NeuralTask.BinaryClassification => new BinaryClassifier(build, o.LearningRate) { DrawsBoard = false, PlotsTrainingLoss = false },
+            _ => new Regressor(build, o.LearningRate) { DrawsBoard = false, PlotsTrainingLoss = false },
+        };
         nn.Module<Tensor, Tensor> net;
         History history;
         try

@@ -73,6 +73,13 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
     /// </summary>
     public bool DrawsBoard { get; init; } = true;
 
+    /// <summary>
+    /// Whether <see cref="TrainingStep"/> plots the training loss (d2l's <c>self.plot('loss', l, train=True)</c>).
+    /// Without it History's train_loss still comes from the Trainer's own per-step record; the ML.NET estimator turns it
+    /// off, since it draws no board.
+    /// </summary>
+    public bool PlotsTrainingLoss { get; init; } = true;
+
     /// <summary>The trainer that prepared this module, or null.</summary>
     public Trainer? Trainer { get; internal set; }
 
@@ -88,7 +95,7 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(batch);
         using var yHat = call(batch.X);
         var l = Loss(yHat, batch.Y);
-        Plot("loss", l, train: true);
+        if (PlotsTrainingLoss) Plot("loss", l, train: true);
         return l;
     }
 

@@ -115,6 +115,18 @@ public class TrainingDataTests
             Assert.Equal(5000, over.TrainRows);
             Assert.Equal(0, over.MemoryBytes);
 
+            // A view that cannot count its rows is read once: past the limit the same pass counts the rest.
+            var counted = new RowCountingView(Data(ml, kind, 5000));
+            using (var once = new DataViewBatchSource(counted, Options(validation: 0.1), seed: 1))
+            {
+                once.Prepare(64 << 10);
+                Assert.False(once.InMemory);
+                Assert.Equal(5000, once.TrainRows + once.ValRows);
+                Assert.InRange(once.ValRows, 400, 600);
+                Assert.Equal(1, counted.CursorsOpened);
+                Assert.Equal(5000, counted.RowsRead);
+            }
+
             using var under = new DataViewBatchSource(Data(ml, kind, 5000), Options(), seed: 1);
             under.Prepare(1 << 20); // the unknown count grows the buffer past its first 4,096 rows
             Assert.True(under.InMemory);
