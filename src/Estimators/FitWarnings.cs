@@ -19,7 +19,15 @@ internal static class FitWarnings
     {
         if (x.dim() != 2 || x.shape[0] == 0) return null;
         using var scope = NewDisposeScope();
-        var rms = x.to(ScalarType.Float64).square().mean([0]).sqrt();
+        // Sums of squares in float64, a few million values at a time: the rows may be a gigabyte.
+        long rows = x.shape[0], step = Math.Max(1, (1L << 22) / Math.Max(1, x.shape[1]));
+        var sums = zeros(x.shape[1], dtype: ScalarType.Float64);
+        for (long start = 0; start < rows; start += step)
+        {
+            using var inner = NewDisposeScope();
+            sums.add_(x.narrow(0, start, Math.Min(step, rows - start)).to(ScalarType.Float64).square().sum([0]));
+        }
+        var rms = sums.div(rows).sqrt();
         long over = rms.gt(RmsLimit).sum().item<long>();
         if (over == 0) return null;
         long worst = rms.argmax().item<long>();

@@ -52,9 +52,9 @@ internal sealed class KeyValues
             _ => throw new InvalidDataException($"unsupported key value type '{typeName}'"),
         }, values);
 
-    /// <summary>Key values of the given type with placeholder values: enough to describe a column's shape.</summary>
-    public static KeyValues? Placeholder(PrimitiveDataViewType item) =>
-        TypeName(item) is null ? null : new KeyValues(item, [item == BooleanDataViewType.Instance ? "False" : item == TextDataViewType.Instance ? "" : "0"]);
+    /// <summary>Key values of the given type with <paramref name="count"/> placeholder values: enough to describe a column's shape.</summary>
+    public static KeyValues? Placeholder(PrimitiveDataViewType item, int count) =>
+        TypeName(item) is null ? null : new KeyValues(item, Enumerable.Repeat(item == BooleanDataViewType.Instance ? "False" : item == TextDataViewType.Instance ? "" : "0", count).ToArray());
 
     public string TypeNameForSave => TypeName(ItemType)!;
 

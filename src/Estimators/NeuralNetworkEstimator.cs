@@ -71,7 +71,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         {
             outputs = 2; // the count is unknown in a SchemaShape; only the column types matter here
             if (label.Annotations.LastOrDefault(c => c.Name == KeyValues.KeyValuesKind) is { Name: not null } kv && kv.ItemType is PrimitiveDataViewType item)
-                keyValues = KeyValues.Placeholder(item);
+                keyValues = KeyValues.Placeholder(item, outputs); // so the shape's Score carries SlotNames/TrainingLabelValues as the fitted one does
         }
         // Describe our output columns with a real schema and let ML.NET turn it into a shape (see MlNetInternals).
         var builder = new DataViewSchema.Builder();

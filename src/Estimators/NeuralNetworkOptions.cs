@@ -141,12 +141,11 @@ public abstract class NeuralNetworkOptions
     public int InMemoryLimitMB { get; set; } = 1024;
 
     /// <summary>
-    /// Threads libtorch uses while Fit trains (ML.NET's <c>NumberOfThreads</c>); libtorch's setting is process-wide, so
-    /// Fit sets it for its duration and restores it after. Default null: one thread. Measured on 2 cores: for the
-    /// tabular networks this estimator mostly trains, one thread was as fast alone as two or faster (0.36–0.38 s against
-    /// 0.35–0.76 s), and beside busy processes it slowed in proportion to the load (1.7–3.0×), where two threads slowed
-    /// 7–10× (OpenMP's worker threads spin waiting for each other while the neighbours hold the cores). On a quiet
-    /// machine, wide convolutional networks may gain from <c>Environment.ProcessorCount</c>.
+    /// Threads libtorch uses while Fit trains (ML.NET's <c>NumberOfThreads</c>), set on the thread that calls Fit and
+    /// restored there when Fit ends. Default null: one thread, which trains the tabular networks this estimator mostly
+    /// sees as fast as more threads do and slows in proportion when other processes load the machine (OpenMP's workers
+    /// spin waiting for each other while a neighbour holds a core); the README's "Threads" paragraph gives the
+    /// measurements. On a quiet machine, wide convolutional networks may gain from <c>Environment.ProcessorCount</c>.
     /// </summary>
     public int? NumberOfThreads { get; set; }
 

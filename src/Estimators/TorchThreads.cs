@@ -3,35 +3,35 @@ using static TorchSharp.torch;
 namespace MlNetGuide.Estimators;
 
 /// <summary>
-/// The one seam for libtorch's intra-op thread count while the estimator trains (process-wide in libtorch): Fit sets
-/// <see cref="NeuralNetworkOptions.NumberOfThreads"/> for its duration and the last Fit to end restores what was there
-/// before, so scoring and other code in the process keep their setting.
+/// The one seam for libtorch's intra-op thread count while the estimator trains. libtorch's CPU build parallelizes with
+/// OpenMP, whose thread count belongs to the calling thread: Fit sets <see cref="NeuralNetworkOptions.NumberOfThreads"/>
+/// on the thread that trains (the one calling Fit) and restores that thread's previous value when it ends, so other
+/// threads, and scoring after Fit, keep their own setting.
 /// </summary>
 internal sealed class TorchThreads : IDisposable
 {
-    private static readonly object Gate = new();
-    private static int s_active;
-    private static int s_before;
+    private readonly int _before;
+    private readonly int _threadId = Environment.CurrentManagedThreadId;
     private bool _disposed;
 
-    private TorchThreads() { }
+    private TorchThreads(int before) => _before = before;
 
-    /// <summary>Sets <paramref name="threads"/> intra-op threads until the returned object is disposed.</summary>
+    /// <summary>Sets <paramref name="threads"/> intra-op threads on this thread until the returned object is disposed (on this thread).</summary>
     public static TorchThreads Use(int threads)
     {
-        lock (Gate)
-        {
-            if (s_active++ == 0) s_before = get_num_threads();
-            set_num_threads(threads);
-        }
-        return new TorchThreads();
+        // The first libtorch call on a thread copies in the process's last setting; get_num_threads makes that happen
+        // before the value to restore is read.
+        var scope = new TorchThreads(get_num_threads());
+        set_num_threads(threads);
+        return scope;
     }
 
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        lock (Gate)
-            if (--s_active == 0) set_num_threads(s_before);
+        if (Environment.CurrentManagedThreadId != _threadId)
+            throw new InvalidOperationException("TorchThreads must be disposed on the thread that set them.");
+        set_num_threads(_before);
     }
 }

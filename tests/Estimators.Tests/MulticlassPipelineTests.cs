@@ -74,13 +74,18 @@ public sealed class OutputSchemaTests : IDisposable
         var sdca = features.Append(ml.MulticlassClassification.Trainers.SdcaMaximumEntropy(maximumNumberOfIterations: 2)).Fit(data);
         var path = Path.Combine(_dir, "iris.zip");
         ml.Model.Save(fitted, data.Schema, path);
-        var plain = new MLContext().Model.Load(path, out _);
+        using var plain = (IDisposable)new MLContext().Model.Load(path, out _);
         using var ours = (IDisposable)NeuralModel.Load(new MLContext(), path, out _);
 
         var expected = Describe(fitted.GetOutputSchema(data.Schema));
+        // Before fitting too: the estimator's shape of Score names the same annotations as SDCA's estimator.
+        var shape = MlNetInternals.ShapeOf(features.Fit(data).Transform(data).Schema);
+        var ourShape = ml.MulticlassClassification.Trainers.NeuralNetwork().GetOutputSchema(shape).Single(c => c.Name == "Score");
+        var sdcaShape = ml.MulticlassClassification.Trainers.SdcaMaximumEntropy().GetOutputSchema(shape).Single(c => c.Name == "Score");
+        Assert.Equal(sdcaShape.Annotations.Select(a => a.Name).Where(n => n != "ScoreColumnSetId").Order(), ourShape.Annotations.Select(a => a.Name).Order());
         Assert.Contains("Score SlotNames = setosa, versicolor, virginica", expected);
         Assert.Contains("Score TrainingLabelValues = setosa, versicolor, virginica", expected);
-        Assert.Equal(expected, Describe(plain.GetOutputSchema(data.Schema)));
+        Assert.Equal(expected, Describe(((ITransformer)plain).GetOutputSchema(data.Schema)));
         Assert.Equal(expected, Describe(((ITransformer)ours).GetOutputSchema(data.Schema)));
         Assert.Equal(expected, Describe(sdca.GetOutputSchema(data.Schema)));
 
@@ -113,11 +118,11 @@ public sealed class OutputSchemaTests : IDisposable
             : ml.Regression.Trainers.Sdca(labelColumnName: nameof(TabularRow.Value), maximumNumberOfIterations: 2).Fit(data);
         var path = Path.Combine(_dir, $"{task}.zip");
         ml.Model.Save(fitted, data.Schema, path);
-        var plain = new MLContext().Model.Load(path, out _);
+        using var plain = (IDisposable)new MLContext().Model.Load(path, out _);
         using var ours = (IDisposable)NeuralModel.Load(new MLContext(), path, out _);
 
         var expected = Describe(fitted.GetOutputSchema(data.Schema), columns);
-        Assert.Equal(expected, Describe(plain.GetOutputSchema(data.Schema), columns));
+        Assert.Equal(expected, Describe(((ITransformer)plain).GetOutputSchema(data.Schema), columns));
         Assert.Equal(expected, Describe(((ITransformer)ours).GetOutputSchema(data.Schema), columns));
         Assert.Equal(expected, Describe(stock.GetOutputSchema(data.Schema), columns));
     }

@@ -235,4 +235,49 @@ public sealed class NumberOfThreadsTests
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions { NumberOfThreads = 0 }));
     }
+
+    [Fact]
+    public void TwoFitsAtOnceEachTrainWithTheirOwnThreadsAndRestoreTheirOwn()
+    {
+        // libtorch's OpenMP thread count belongs to the calling thread: each Fit sets and restores its own.
+        var results = new System.Collections.Concurrent.ConcurrentDictionary<int, (int[] during, int after)>();
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        using var bothStarted = new Barrier(2);
+        Thread Run(int threads) => new(() =>
+        {
+            try
+            {
+                // A thread's first libtorch call copies the process's last setting into it (libtorch's lazy init): make
+                // that happen first, so the 2 set next is this thread's own.
+                _ = TorchSharp.torch.get_num_threads();
+                TorchSharp.torch.set_num_threads(2);
+                var ml = new MLContext(seed: threads);
+                var during = new List<int>();
+                using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
+                {
+                    Epochs = 4, NumberOfThreads = threads,
+                    EpochCompleted = m =>
+                    {
+                        if (m.Epoch == 1) bothStarted.SignalAndWait(); // both Fits are inside training at once
+                        during.Add(TorchSharp.torch.get_num_threads());
+                    },
+                }).Fit(Keyed(ml));
+                results[threads] = (during.ToArray(), TorchSharp.torch.get_num_threads());
+            }
+            catch (Exception ex)
+            {
+                errors.Enqueue(ex);
+                bothStarted.RemoveParticipant();
+            }
+        });
+        var a = Run(1);
+        var b = Run(3);
+        a.Start(); b.Start();
+        a.Join(); b.Join();
+        Assert.Empty(errors);
+        Assert.Equal([1, 1, 1, 1], results[1].during);
+        Assert.Equal([3, 3, 3, 3], results[3].during);
+        Assert.Equal(2, results[1].after);
+        Assert.Equal(2, results[3].after);
+    }
 }

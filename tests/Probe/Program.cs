@@ -20,7 +20,7 @@ using static TorchSharp.torch;
 //                                         then "vmhwm <kB>" (the process's peak resident memory)
 //   probe save-loop <count>               train a small multiclass network, then mlContext.Model.Save it <count> times;
 //                                         prints "save <i> fds <open files> temp <files in the temp folder> rss <kB>"
-//                                         after save 100, the middle one and the last
+//                                         before the first save, after saves 1 and 100, the middle one and the last
 return args switch
 {
     ["gc-stress", var steps, var optimizer] => GcStress(int.Parse(steps, CultureInfo.InvariantCulture), optimizer),
@@ -169,10 +169,11 @@ static int SaveLoop(int count)
     var raw = ml.Data.LoadFromEnumerable(DigestRows());
     var data = ml.Transforms.Conversion.MapValueToKey("Label", nameof(DigestRow.Kind)).Fit(raw).Transform(raw);
     using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(architecture: NetworkArchitecture.Mlp(16), epochs: 1, batchSize: 32).Fit(data);
-    for (int i = 1; i <= count; i++)
+    for (int i = 0; i <= count; i++)
     {
-        using (var stream = new MemoryStream()) ml.Model.Save(model, data.Schema, stream);
-        if (i != 100 && i != count / 2 && i != count) continue;
+        if (i > 0)
+            using (var stream = new MemoryStream()) ml.Model.Save(model, data.Schema, stream);
+        if (i is not (0 or 1 or 100) && i != count / 2 && i != count) continue;
         for (int k = 0; k < 2; k++) { GC.Collect(); GC.WaitForPendingFinalizers(); }
         var rss = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1];
         Console.WriteLine($"save {i} fds {Directory.GetFiles("/proc/self/fd").Length} temp {Directory.GetFileSystemEntries(Path.GetTempPath()).Length} rss {rss}");

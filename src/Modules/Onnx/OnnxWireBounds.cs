@@ -30,7 +30,7 @@ internal static class OnnxWireBounds
         public static Limits Default { get; } = new();
     }
 
-    private enum Kind { Leaf, Model, Graph, Node, Attribute, Tensor, SparseTensor, ValueInfo, Type, TypeTensor, TypeSequence, TypeMap, TypeOptional, Shape, Dimension, Entry, Function, TrainingInfo }
+    private enum Kind { Leaf, Model, Graph, Node, Attribute, Tensor, SparseTensor, ValueInfo, Type, TypeTensor, TypeSequence, TypeMap, TypeOptional, Shape, Dimension, Entry, Function, TrainingInfo, TensorAnnotation }
 
     private sealed class Counts(Limits limits, string source)
     {
@@ -54,7 +54,7 @@ internal static class OnnxWireBounds
 
     private static void Walk(ReadOnlySpan<byte> message, Kind kind, Counts counts, int depth)
     {
-        if (depth > counts.Limits.Depth) throw counts.Refuse($"messages nested more than {counts.Limits.Depth} deep");
+        if (depth >= counts.Limits.Depth) throw counts.Refuse($"messages nested more than {counts.Limits.Depth} deep");
         int dims = 0, pos = 0;
         while (pos < message.Length)
         {
@@ -105,7 +105,15 @@ internal static class OnnxWireBounds
         }
     }
 
-    /// <summary>The message kind of field <paramref name="field"/> of a <paramref name="parent"/> (onnx.proto), or Leaf.</summary>
+    // FunctionProto's attribute_proto and value_info (onnx.proto 1.13+; OnnxSharp's older types keep them as unknown
+    // fields, which parse into one byte string each, but a newer parser would build them).
+    private const int FunctionAttributeProtoField = 11, FunctionValueInfoField = 12;
+
+    /// <summary>
+    /// The message kind of field <paramref name="field"/> of a <paramref name="parent"/> (onnx.proto), or Leaf. Every
+    /// field that holds a message with repeated fields inside is walked; a Leaf is a scalar, a string or a message of
+    /// scalars, one element each.
+    /// </summary>
     private static Kind Child(Kind parent, int field) => parent switch
     {
         Kind.Model => field switch
@@ -122,7 +130,7 @@ internal static class OnnxWireBounds
             GraphProto.InitializerFieldNumber => Kind.Tensor,
             GraphProto.SparseInitializerFieldNumber => Kind.SparseTensor,
             GraphProto.InputFieldNumber or GraphProto.OutputFieldNumber or GraphProto.ValueInfoFieldNumber => Kind.ValueInfo,
-            GraphProto.QuantizationAnnotationFieldNumber => Kind.Leaf,
+            GraphProto.QuantizationAnnotationFieldNumber => Kind.TensorAnnotation,
             _ => Kind.Leaf,
         },
         Kind.Node => field == NodeProto.AttributeFieldNumber ? Kind.Attribute : Kind.Leaf,
@@ -150,7 +158,14 @@ internal static class OnnxWireBounds
         Kind.TypeMap => field == TypeProto.Types.Map.ValueTypeFieldNumber ? Kind.Type : Kind.Leaf,
         Kind.TypeOptional => field == TypeProto.Types.Optional.ElemTypeFieldNumber ? Kind.Type : Kind.Leaf,
         Kind.Shape => field == TensorShapeProto.DimFieldNumber ? Kind.Dimension : Kind.Leaf,
-        Kind.Function => field == FunctionProto.NodeFieldNumber ? Kind.Node : Kind.Leaf,
+        Kind.Function => field switch
+        {
+            FunctionProto.NodeFieldNumber => Kind.Node,
+            FunctionAttributeProtoField => Kind.Attribute,
+            FunctionValueInfoField => Kind.ValueInfo,
+            _ => Kind.Leaf,
+        },
+        Kind.TensorAnnotation => field == TensorAnnotation.QuantParameterTensorNamesFieldNumber ? Kind.Entry : Kind.Leaf,
         Kind.TrainingInfo => field switch
         {
             TrainingInfoProto.InitializationFieldNumber or TrainingInfoProto.AlgorithmFieldNumber => Kind.Graph,

@@ -89,6 +89,8 @@ public sealed class UntrustedOnnxTests(PlainZipFixture fixture, ITestOutputHelpe
         ("thirty-million-initializers", b => AppendToGraph(b, GraphProto.InitializerFieldNumber, 30_000_000), "tensors"),
         ("million-initializers", b => AppendToGraph(b, GraphProto.InitializerFieldNumber, 1_000_000), "tensors"),
         ("ten-million-metadata-entries", b => AppendToModel(b, ModelProto.MetadataPropsFieldNumber, 10_000_000), "metadata entries"),
+        // Millions of entries inside one quantization annotation: one message on the graph's level, millions below it.
+        ("four-million-annotation-entries", b => AppendNestedToGraph(b, GraphProto.QuantizationAnnotationFieldNumber, TensorAnnotation.QuantParameterTensorNamesFieldNumber, 4_000_000), "protobuf elements"),
         ("fifty-million-packed-dims", b => Edit(b, m => m.Graph.Initializer.First().Dims.AddRange(new long[50_000_000])), "packed numbers"),
         ("graphs-nested-forty-deep", b => Edit(b, m => m.Graph.Node.Add(new NodeProto { OpType = "If", Attribute = { Nested(40) } })), "nested"),
     ];
@@ -169,6 +171,34 @@ public sealed class UntrustedOnnxTests(PlainZipFixture fixture, ITestOutputHelpe
         output.Write(graph);
         for (int i = 0; i < count; i++) { coded.WriteTag(field, WireFormat.WireType.LengthDelimited); coded.WriteLength(0); }
         coded.Flush();
+        return output.ToArray();
+    }
+
+    /// <summary>The model with one <paramref name="outer"/> message added to its graph, holding <paramref name="count"/> empty <paramref name="inner"/> elements.</summary>
+    private static byte[] AppendNestedToGraph(byte[] model, int outer, int inner, int count)
+    {
+        using var payload = new MemoryStream();
+        var p = new CodedOutputStream(payload);
+        for (int i = 0; i < count; i++) { p.WriteTag(inner, WireFormat.WireType.LengthDelimited); p.WriteLength(0); }
+        p.Flush();
+        var proto = ModelProto.Parser.ParseFrom(model);
+        using var graph = new MemoryStream();
+        graph.Write(proto.Graph.ToByteArray());
+        var g = new CodedOutputStream(graph);
+        g.WriteTag(outer, WireFormat.WireType.LengthDelimited);
+        g.WriteLength((int)payload.Length);
+        g.Flush();
+        payload.Position = 0;
+        payload.CopyTo(graph);
+        proto.Graph = null;
+        using var output = new MemoryStream();
+        output.Write(proto.ToByteArray());
+        var o = new CodedOutputStream(output);
+        o.WriteTag(ModelProto.GraphFieldNumber, WireFormat.WireType.LengthDelimited);
+        o.WriteLength((int)graph.Length);
+        o.Flush();
+        graph.Position = 0;
+        graph.CopyTo(output);
         return output.ToArray();
     }
 
