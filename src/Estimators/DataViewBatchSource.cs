@@ -79,17 +79,18 @@ internal sealed class DataViewBatchSource : IDisposable
     {
         if (limitBytes > 0 && (_data.GetRowCount() is not long known || known * RowBytes <= limitBytes))
         {
-            if (TryLoad(limitBytes)) return;
-            if (TrainRows > 0) return; // over the limit midway: the same pass counted the rest, so nothing is read twice
+            Load(limitBytes);
+            return;
         }
         Scan();
     }
 
     /// <summary>
-    /// Reads the rows into memory; true when they all fit. When the limit is reached midway (a view that does not know
-    /// its row count), the stored rows are released and the same pass goes on counting, as <see cref="Scan"/> would.
+    /// Reads the rows into memory when they fit. When the limit is reached midway (a view that does not know its row
+    /// count), the stored rows are released and the same pass goes on counting, as <see cref="Scan"/> would, so nothing
+    /// is read twice.
     /// </summary>
-    private bool TryLoad(long limitBytes)
+    private void Load(long limitBytes)
     {
         long? known = _data.GetRowCount();
         double fraction = _validationFraction;
@@ -98,44 +99,30 @@ internal sealed class DataViewBatchSource : IDisposable
         using var train = new RowStore(FeatureCount, Estimate(1 - fraction), maxRows);
         using var val = fraction > 0 ? new RowStore(FeatureCount, Estimate(fraction), maxRows) : null;
         long skipped = 0;
-        long? countedTrain = null, countedVal = null; // set once over the limit: from then on rows are only counted
-        bool skip = _options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow;
-        float[] scratch = [];
         using (var rows = new RowReader(this, null, readFeatures: true))
         {
             while (rows.MoveNext())
             {
                 if ((rows.Position & 4095) == 0) _options.CancellationToken.ThrowIfCancellationRequested();
-                if (countedTrain is null && train.Count + (val?.Count ?? 0) >= maxRows)
+                if (train.Count + (val?.Count ?? 0) >= maxRows)
                 {
-                    (countedTrain, countedVal) = (train.Count, val?.Count ?? 0); // over the limit: stream instead
+                    // Over the limit: release the rows and count this one and the rest, as Scan would.
+                    var (kept, keptVal) = (train.Count, val?.Count ?? 0);
                     train.Dispose();
                     val?.Dispose();
-                    scratch = skip ? new float[FeatureCount] : [];
-                }
-                if (countedTrain is not null)
-                {
-                    if (skip && !rows.ReadFeatures(scratch)) { skipped++; continue; }
-                    if (rows.IsValidation) countedVal++; else countedTrain++;
-                    continue;
+                    Count(rows, current: true, kept, keptVal, skipped);
+                    return;
                 }
                 var store = rows.IsValidation ? val! : train;
                 if (!rows.ReadFeatures(store.NextRow())) { skipped++; continue; }
                 store.Commit(rows.Label);
             }
         }
-        if (countedTrain is long trainRows)
-        {
-            if (trainRows == 0) throw Empty(skipped);
-            (TrainRows, ValRows, SkippedRows) = (trainRows, countedVal!.Value, skipped);
-            return false;
-        }
         if (train.Count == 0) throw Empty(skipped);
         bool multiclass = _options.Task == NeuralTask.MulticlassClassification;
         MemoryTrain = train.Finish(multiclass);
         MemoryVal = val is { Count: > 0 } ? val.Finish(multiclass) : null;
         (TrainRows, ValRows, SkippedRows) = (MemoryTrain[0].shape[0], MemoryVal?[0].shape[0] ?? 0, skipped);
-        return true;
     }
 
     /// <summary>
@@ -152,10 +139,19 @@ internal sealed class DataViewBatchSource : IDisposable
             (TrainRows, ValRows, SkippedRows) = (known, 0, 0);
             return;
         }
-        long train = 0, val = 0, skipped = 0;
-        var scratch = skip ? new float[FeatureCount] : [];
         using var rows = new RowReader(this, null, readFeatures: skip);
-        while (rows.MoveNext())
+        Count(rows, current: false, 0, 0, 0);
+    }
+
+    /// <summary>
+    /// Counts the training, validation and (SkipRow) skipped rows from the reader's position on — its current row too
+    /// when <paramref name="current"/> — on top of those given, and records them.
+    /// </summary>
+    private void Count(RowReader rows, bool current, long train, long val, long skipped)
+    {
+        bool skip = _options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow;
+        var scratch = skip ? new float[FeatureCount] : [];
+        for (bool has = current || rows.MoveNext(); has; has = rows.MoveNext())
         {
             if ((rows.Position & 4095) == 0) _options.CancellationToken.ThrowIfCancellationRequested();
             if (skip && !rows.ReadFeatures(scratch)) { skipped++; continue; }

@@ -35,8 +35,11 @@ internal static class NetworkOnnx
     /// <summary>Why the network cannot be written as ONNX, naming the module type and the way out; null when it can.</summary>
     public static string? Refusal(NeuralNetworkTransformer t) => OnnxExporter.Refusal(t.Scorer.Module, t.FeatureCount);
 
+    /// <summary>The per-row graph ML.NET runs (see <see cref="ScoringModel"/>), as bytes.</summary>
+    public static byte[] ScoringGraph(NeuralNetworkTransformer t) => ScoringModel(t).ToByteArray();
+
     /// <summary>The per-row graph ML.NET runs: input [features] named after the feature column, output [Width].</summary>
-    public static byte[] ScoringGraph(NeuralNetworkTransformer t)
+    public static ModelProto ScoringModel(NeuralNetworkTransformer t)
     {
         var s = t.Scorer;
         var g = new OnnxGraphBuilder(s.Module);
@@ -46,7 +49,7 @@ internal static class NetworkOnnx
         y = g.Node("Reshape", [y, g.Int64s("shape", s.Width)]);
         g.Output(OutputColumn, y, TensorProto.Types.DataType.Float, s.Width);
         g.Metadata(ConfigMetadata, JsonSerializer.Serialize(NetworkDescription.Of(t)));
-        return g.ToModel().ToByteArray();
+        return g.ToModel();
     }
 
     /// <summary>
@@ -56,7 +59,7 @@ internal static class NetworkOnnx
     /// </summary>
     public static void CheckScoringGraph(NeuralNetworkTransformer rebuilt, ModelProto file, string source)
     {
-        var ours = ModelProto.Parser.ParseFrom(ScoringGraph(rebuilt));
+        var ours = ScoringModel(rebuilt);
         ours.ProducerVersion = file.ProducerVersion;
         if (ours.Equals(file)) return;
         throw new MlNetGuide.Modules.ModelFormatException(

@@ -1,3 +1,4 @@
+using MlNetGuide.Modules;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -47,7 +48,7 @@ internal static class OptimizerChecks
 
     /// <summary>
     /// Reads a state tensor that TorchSharp's <c>SaveConditionalStateTensor</c> wrote (a flag, then dtype, rank and dims
-    /// as LEB128, then the bytes), refusing one whose dtype or shape is not <paramref name="parameter"/>'s before
+    /// as LEB128, read with the state-dict codec's reader, then the bytes), refusing one whose dtype or shape is not <paramref name="parameter"/>'s before
     /// allocating: TorchSharp's own reader allocates whatever shape the file declares (4 TiB from a 12 KB checkpoint) and
     /// a wrong shape fails only at the first step, inside libtorch. Returns the new tensor (the old one is disposed).
     /// </summary>
@@ -61,13 +62,13 @@ internal static class OptimizerChecks
             return null;
         }
         string Expected() => $"this {parameter.dtype} parameter of shape [{string.Join(", ", parameter.shape)}]";
-        var type = Decode(reader);
+        var type = TensorDictCodec.ReadLeb(reader);
         if (type != (long)parameter.dtype) throw new InvalidDataException($"an optimizer state of dtype {type} for {Expected()}");
-        var rank = Decode(reader);
+        var rank = TensorDictCodec.ReadLeb(reader);
         if (rank != parameter.dim()) throw new InvalidDataException($"an optimizer state of rank {rank} for {Expected()}");
         for (int i = 0; i < rank; i++)
         {
-            var d = Decode(reader);
+            var d = TensorDictCodec.ReadLeb(reader);
             if (d != parameter.shape[i]) throw new InvalidDataException($"an optimizer state with dimension {i} = {d} for {Expected()}");
         }
         var loaded = empty(parameter.shape, parameter.dtype).DetachFromDisposeScope();
@@ -82,18 +83,5 @@ internal static class OptimizerChecks
         }
         current?.Dispose();
         return loaded.device == parameter.device ? loaded : loaded.to(parameter.device, disposeAfter: true).DetachFromDisposeScope();
-    }
-
-    /// <summary>TorchSharp's LEB128 number (its codec is internal), at most 10 bytes.</summary>
-    private static long Decode(BinaryReader reader)
-    {
-        long result = 0;
-        for (int i = 0; i < 10; i++)
-        {
-            long b = reader.ReadByte();
-            result |= (b & 0x7f) << (i * 7);
-            if ((b & 0x80) == 0) return result;
-        }
-        throw new InvalidDataException("a number longer than 10 bytes in an optimizer state");
     }
 }

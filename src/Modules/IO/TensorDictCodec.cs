@@ -218,7 +218,8 @@ internal static class TensorDictCodec
         } while (value != 0);
     }
 
-    private static long ReadLeb(BinaryReader reader)
+    /// <summary>Reads one number of TorchSharp's LEB128 encoding (at most 10 bytes); also used for optimizer states.</summary>
+    internal static long ReadLeb(BinaryReader reader)
     {
         long result = 0;
         for (int i = 0; i < 10; i++)
