@@ -24,6 +24,13 @@ public sealed record DigitsSettings
     public double? MinAccuracy { get; init; }
     public bool BeatBaseline { get; init; } = true;
 
+    /// <summary>
+    /// Train data parallel on MPI (<c>mpirun -np N dotnet Digits.dll --distributed</c>). Under an MPI launcher the
+    /// estimator does so anyway (<see cref="Distribution.Auto"/>); the flag also makes a run without one an error-free job
+    /// of one rank, and it is what the README's command shows.
+    /// </summary>
+    public bool Distributed { get; init; }
+
     /// <summary>The networks to train, the first being the one saved, reloaded and checked.</summary>
     public IReadOnlyList<NetworkPlan> Plans() => Architecture switch
     {
@@ -104,14 +111,20 @@ public sealed record DigitsReport(
 /// The main job: real handwritten digits through an ML.NET pipeline with the chapter's MLP (lazy input width) and a
 /// Xavier init scheme — or D2L 7.6's LeNet, or both — trained by MlNetGuide's estimator, compared with ML.NET's
 /// LbfgsMaximumEntropy on the same seeded 80/20 split; the first network is saved, reloaded in a fresh MLContext, and
-/// checked.
+/// checked. Under MPI every rank trains (each on its share of the rows) and rank 0 alone reports, compares and writes.
 /// </summary>
 public static class DigitsJob
 {
-    /// <summary>Runs the job; <paramref name="progress"/> hears every epoch, <paramref name="status"/> every stage.</summary>
-    public static DigitsReport Run(DigitsSettings s, Action<EpochMetrics>? progress = null, Action<string>? status = null)
+    /// <summary>
+    /// Runs the job; <paramref name="progress"/> hears every epoch, <paramref name="status"/> every stage. Under MPI,
+    /// ranks other than 0 train, wait for rank 0's zip, and return null.
+    /// </summary>
+    public static DigitsReport? Run(DigitsSettings s, Action<EpochMetrics>? progress = null, Action<string>? status = null)
     {
+        bool lead = DistributedTraining.IsRankZero; // the rank that prints and writes
+        if (!lead) (progress, status) = (null, null);
         status ??= _ => { };
+        if (DistributedTraining.Size > 1) status($"Training data parallel on {DistributedTraining.Size} MPI ranks; this is rank 0, which reports and writes");
         Directory.CreateDirectory(s.Output);
         var ml = new MLContext(seed: s.Seed);
         status($"Reading digits from {s.DataPath ?? DigitsData.DefaultPath()}");
@@ -146,6 +159,7 @@ public static class DigitsJob
                     NumGpus = s.NumGpus,
                     ValidationFraction = plan.ValidationFraction,
                     EpochCompleted = progress,
+                    Distribution = s.Distributed ? Distribution.Mpi : Distribution.Auto,
                 }))
                 .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
             var clock = Stopwatch.StartNew();
@@ -160,6 +174,13 @@ public static class DigitsJob
         }
         var (primary, model, ours, _) = results[0];
         double trainSeconds = results[0].row.TrainSeconds;
+        var zip = Path.Combine(s.Output, "digits-model.zip");
+        if (!lead)
+        {
+            ml.Model.SaveOnRankZero(model, train.Schema, zip); // waits for rank 0's zip
+            foreach (var network in results.SelectMany(r => Flatten(r.model)).OfType<NeuralNetworkTransformer>()) network.Dispose();
+            return null;
+        }
 
         status("Training ML.NET's LbfgsMaximumEntropy on the same split");
         var watch = Stopwatch.StartNew();
@@ -180,8 +201,7 @@ public static class DigitsJob
         double rowsPerSecond = scored / Math.Max(1e-9, watch.Elapsed.TotalSeconds);
 
         status("Saving with mlContext.Model.Save (the network as ONNX), reloading with mlContext.Model.Load in a fresh MLContext, comparing every prediction");
-        var zip = Path.Combine(s.Output, "digits-model.zip");
-        ml.Model.Save(model, train.Schema, zip);
+        ml.Model.SaveOnRankZero(model, train.Schema, zip); // with one process: Model.Save, written atomically
         var fresh = new MLContext(seed: s.Seed);
         var reloaded = fresh.Model.Load(zip, out _);
         bool identical = SamePredictions(ml, model, fresh, reloaded, test);

@@ -18,6 +18,8 @@ const string Usage = """
       --data PATH         the digits file (default samples/data/mnist-digits-10k.csv.gz)
       --min-accuracy X    fail below this held-out accuracy (default: mlp 0.94, lenet 0.98)
       --beat-baseline B   fail unless we beat LbfgsMaximumEntropy: true|false (default true)
+      --distributed       train data parallel on MPI: mpirun -np 2 dotnet Digits.dll --distributed
+                          (every rank trains on its share of the rows; rank 0 reports and writes)
     """;
 
 DigitsSettings settings;
@@ -43,7 +45,7 @@ string Describe(EpochMetrics m)
     return $"{plan.Name} epoch {m.Epoch}/{plan.Epochs}  loss {m.TrainLoss:F3}" + (m.ValAccuracy is double a ? $"  val acc {a:P1}" : "")
         + (m.LearningRate is double lr && plan.Schedule != MlNetGuide.Estimators.LearningRateSchedule.Constant ? $"  lr {lr:G3}" : "");
 }
-DigitsReport report;
+DigitsReport? report;
 if (interactive)
 {
     report = AnsiConsole.Progress()
@@ -64,6 +66,8 @@ else
 {
     report = DigitsJob.Run(settings, m => Console.WriteLine(Describe(m)), Console.WriteLine);
 }
+
+if (report is null) return 0; // an MPI rank other than 0: it trained, rank 0 reports
 
 var table = new Table().AddColumns("", "accuracy", "macro accuracy", "log-loss", "train seconds", "epochs (kept)");
 foreach (var n in report.Networks)
@@ -87,6 +91,7 @@ static DigitsSettings Parse(string[] args)
     {
         string name = args[i];
         if (name is "-h" or "--help") return null!;
+        if (name == "--distributed") { s = s with { Distributed = true }; continue; }
         string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{name} needs a value.");
         int Int(int min) => int.TryParse(Value(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min ? v : throw new ArgumentException($"{name} needs an integer >= {min}; got '{args[i]}'.");
         double Double() => double.TryParse(Value(), NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && double.IsFinite(v) ? v : throw new ArgumentException($"{name} needs a number; got '{args[i]}'.");

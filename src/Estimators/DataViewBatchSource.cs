@@ -18,6 +18,8 @@ namespace MlNetGuide.Estimators;
 /// Streaming shuffles with the data view when it can (e.g. after <c>AppendCacheCheckpoint</c>), each epoch asking for a
 /// cursor shuffled with a seeded <see cref="Random"/>; otherwise rows are shuffled within windows of 16 batches.
 /// Validation rows are picked by a seeded hash of the row id, so the split does not depend on row order or on the mode.
+/// With several ranks (<see cref="RowShard"/>), each rank keeps the rows a second seeded hash of the id gives it, reads
+/// nothing of the others' but their ids, and batches <c>BatchSize / ranks</c> rows at a time.
 /// </remarks>
 internal sealed class DataViewBatchSource : IDisposable
 {
@@ -27,16 +29,21 @@ internal sealed class DataViewBatchSource : IDisposable
     private readonly NeuralNetworkOptions _options;
     private readonly int _seed;
     private readonly double _validationFraction;
+    private readonly RowShard _shard;
+    private readonly int _batchSize; // this rank's share of a step's BatchSize rows
 
     /// <param name="data">The rows.</param>
     /// <param name="options">Columns, task, batch size, validation fraction, non-finite policy.</param>
     /// <param name="seed">Shuffling and validation-split seed.</param>
     /// <param name="splitValidation">False for a data view that is validation data itself: no row is split off.</param>
-    public DataViewBatchSource(IDataView data, NeuralNetworkOptions options, int seed, bool splitValidation = true)
+    /// <param name="shard">This rank's share of the rows; null: all of them.</param>
+    public DataViewBatchSource(IDataView data, NeuralNetworkOptions options, int seed, bool splitValidation = true, RowShard? shard = null)
     {
         _data = data;
         _options = options;
         _seed = seed;
+        _shard = shard ?? RowShard.All;
+        _batchSize = _shard.BatchSize(options.BatchSize);
         _validationFraction = splitValidation ? options.ValidationFraction : 0;
         (_features, FeatureCount) = ColumnChecks.Features(data.Schema, options.FeatureColumnName);
         _label = ColumnChecks.Label(data.Schema, options.LabelColumnName, options.Task, out int classes);
@@ -77,7 +84,7 @@ internal sealed class DataViewBatchSource : IDisposable
     /// </summary>
     public void Prepare(long limitBytes)
     {
-        if (limitBytes > 0 && (_data.GetRowCount() is not long known || known * RowBytes <= limitBytes))
+        if (limitBytes > 0 && (_data.GetRowCount() is not long known || known / _shard.Size * RowBytes <= limitBytes))
         {
             Load(limitBytes);
             return;
@@ -92,7 +99,7 @@ internal sealed class DataViewBatchSource : IDisposable
     /// </summary>
     private void Load(long limitBytes)
     {
-        long? known = _data.GetRowCount();
+        long? known = _data.GetRowCount() / _shard.Size;
         double fraction = _validationFraction;
         long maxRows = Math.Min(limitBytes / RowBytes, Array.MaxLength); // rows are counted in an int, labels in an array
         long Estimate(double share) => known is long n ? Math.Min(maxRows, (long)(n * share * 1.05) + 16) : 4096;
@@ -133,7 +140,7 @@ internal sealed class DataViewBatchSource : IDisposable
     public void Scan()
     {
         bool skip = _options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow;
-        if (!skip && _validationFraction == 0 && _data.GetRowCount() is long known)
+        if (!skip && _validationFraction == 0 && _shard.Size == 1 && _data.GetRowCount() is long known)
         {
             if (known == 0) throw Empty(0);
             (TrainRows, ValRows, SkippedRows) = (known, 0, 0);
@@ -175,8 +182,11 @@ internal sealed class DataViewBatchSource : IDisposable
         (MemoryTrain, MemoryVal) = (null, null);
     }
 
-    public int TrainBatches => (int)((TrainRows + _options.BatchSize - 1) / _options.BatchSize);
-    public int ValBatches => (int)((ValRows + _options.BatchSize - 1) / _options.BatchSize);
+    /// <summary>Rows per batch on this rank: BatchSize, or this rank's share of it.</summary>
+    public int BatchSize => _batchSize;
+
+    public int TrainBatches => (int)((TrainRows + _batchSize - 1) / _batchSize);
+    public int ValBatches => (int)((ValRows + _batchSize - 1) / _batchSize);
 
     /// <summary>The training batches of epoch <paramref name="epoch"/>, shuffled.</summary>
     public IEnumerable<Batch> Train(int epoch) =>
@@ -193,7 +203,7 @@ internal sealed class DataViewBatchSource : IDisposable
     /// <summary>Rows go from the cursor straight into the batch tensor's memory (the data view shuffles, if asked).</summary>
     private IEnumerable<Batch> Direct(Random? random, bool validation)
     {
-        int f = FeatureCount, b = _options.BatchSize;
+        int f = FeatureCount, b = _batchSize;
         using var rows = new RowReader(this, random, readFeatures: true);
         while (true)
         {
@@ -224,7 +234,7 @@ internal sealed class DataViewBatchSource : IDisposable
     /// <summary>Rows are read into a window of 16 batches, then gathered in a shuffled order into the batch tensors.</summary>
     private IEnumerable<Batch> Windowed(Random shuffle)
     {
-        int f = FeatureCount, b = _options.BatchSize, window = b * WindowBatches;
+        int f = FeatureCount, b = _batchSize, window = b * WindowBatches;
         var rowsX = new float[window * f];
         var rowsY = new double[window];
         var order = new int[window];
@@ -371,15 +381,17 @@ internal sealed class DataViewBatchSource : IDisposable
 
         public bool MoveNext()
         {
-            if (!_cursor.MoveNext()) return false;
-            Label = _label(_cursor.Position);
+            var shard = _source._shard;
             double fraction = _source._validationFraction;
-            if (fraction > 0)
+            while (true)
             {
-                _id(ref _rowId);
-                IsValidation = Unit(_rowId, _source._seed) < fraction;
+                if (!_cursor.MoveNext()) return false;
+                if (fraction > 0 || shard.Size > 1) _id(ref _rowId);
+                if (shard.Size > 1 && !shard.Owns(Unit(_rowId, _source._seed ^ ShardSalt))) continue; // another rank's row: not read
+                Label = _label(_cursor.Position);
+                if (fraction > 0) IsValidation = Unit(_rowId, _source._seed) < fraction;
+                return true;
             }
-            return true;
         }
 
         /// <summary>
@@ -396,6 +408,8 @@ internal sealed class DataViewBatchSource : IDisposable
         public void Dispose() => _cursor.Dispose();
     }
 
+    private const int ShardSalt = 0x6d2b79f5; // the ranks' split is independent of the validation split
+
     // splitmix64 over the row id and seed: a stable, process-independent uniform number in [0, 1).
     private static double Unit(DataViewRowId id, int seed)
     {
@@ -407,4 +421,20 @@ internal sealed class DataViewBatchSource : IDisposable
     }
 
     private static int HashCode32(int a, int b) => unchecked(a * 486187739 + b * 16777619 + 0x2545F491);
+}
+
+/// <summary>
+/// Which rows a rank trains on: those whose seeded hash of the row id falls in its 1/<see cref="Size"/> of [0, 1), so the
+/// split depends neither on row order nor on how the rows are read; and its share of every step's batch.
+/// </summary>
+internal sealed record RowShard(int Rank, int Size)
+{
+    /// <summary>One rank with every row.</summary>
+    public static readonly RowShard All = new(0, 1);
+
+    /// <summary>Whether a row whose hash is <paramref name="unit"/> (in [0, 1)) is this rank's.</summary>
+    public bool Owns(double unit) => Math.Min(Size - 1, (int)(unit * Size)) == Rank;
+
+    /// <summary>Rows this rank contributes to a step of <paramref name="globalBatch"/> rows: its share, rounded up.</summary>
+    public int BatchSize(int globalBatch) => (globalBatch + Size - 1) / Size;
 }

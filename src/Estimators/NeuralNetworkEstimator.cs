@@ -117,6 +117,20 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
     private NeuralNetworkTransformer Fit(IDataView trainData, IDataView? validationData, NeuralNetworkTransformer? initialModel)
     {
         ArgumentNullException.ThrowIfNull(trainData);
+        var ranks = Collectives.For(_options.Distribution);
+        try
+        {
+            return Fit(trainData, validationData, initialModel, ranks);
+        }
+        catch (Exception e)
+        {
+            ranks.EndJobOnFailure(e); // with several ranks, an error of this rank alone (a bad row only it read) ends the job
+            throw;
+        }
+    }
+
+    private NeuralNetworkTransformer Fit(IDataView trainData, IDataView? validationData, NeuralNetworkTransformer? initialModel, ICollectives ranks)
+    {
         var input = trainData;
         var o = _options;
         if (validationData is not null && o.ValidationFraction > 0)
@@ -126,11 +140,13 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         using var ch = host.Start("Training");
         using var threads = TorchThreads.Use(o.NumberOfThreads ?? 1);
         int seed = o.Seed ?? host.Rand.Next();
-        using var source = new DataViewBatchSource(input, o, seed);
+        var shard = new RowShard(ranks.Rank, ranks.Size);
+        using var source = new DataViewBatchSource(input, o, seed, shard: shard);
         var keyValues = o.Task == NeuralTask.MulticlassClassification ? KeyValues.From(source.LabelColumn) : null;
+        ranks.Agree("the estimator's data and options", RankSettings(o, seed, source, keyValues)); // before any row is read
         var devices = MlNetDevices.Resolve(_env, o.NumGpus, m => ch.Warning(MessageSensitivity.None, m)); // GpuDeviceId first, then NumGpus
         source.Prepare((long)o.InMemoryLimitMB << 20);
-        using var valSource = validationData is null ? null : new DataViewBatchSource(validationData, o, seed, splitValidation: false);
+        using var valSource = validationData is null ? null : new DataViewBatchSource(validationData, o, seed, splitValidation: false, shard: shard);
         if (valSource is not null)
         {
             if (valSource.FeatureCount != source.FeatureCount)
@@ -174,7 +190,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 OptimizerKind.AdamW => (ps, lr) => new AdamW(ps, lr, weightDecay: o.WeightDecay),
                 _ => (ps, lr) => new Sgd(ps, lr, momentum: o.Momentum, weightDecay: o.WeightDecay),
             };
-            objective.SchedulerFactory = Schedule(o, (int)Math.Ceiling(source.TrainBatches / (double)o.GradientAccumulationSteps));
+            objective.SchedulerFactory = Schedule(o);
             Trainer? running = null; // the streamed shuffle of epoch e is seeded by e, however often the loader is enumerated
             // Validation rows: given (in memory, or streamed in order every epoch), or split off the training data.
             var memoryVal = valSource is null ? source.MemoryVal : valSource.MemoryTrain;
@@ -194,15 +210,15 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 constantLoss = FitWarnings.ConstantLoss(o.Task, y, outputs);
             }
             if (source.InMemory) Look(source.MemoryTrain![0], source.MemoryTrain[1]);
-            using var memoryData = source.InMemory && streamedVal is null ? new TensorDataModule(source.MemoryTrain!, o.BatchSize, memoryVal, seed) : null;
+            using var memoryData = source.InMemory && streamedVal is null ? new TensorDataModule(source.MemoryTrain!, source.BatchSize, memoryVal, seed) : null;
             DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => FirstBatchSeen(source.Train(running?.Epoch ?? 0), source.InMemory ? null : Look), source.TrainBatches,
-                streamedVal ?? (memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, o.BatchSize)), valBatches);
+                streamedVal ?? (memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, source.BatchSize)), valBatches);
             ch.Info(MessageSensitivity.None,
                 $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of {source.FeatureCount} features " +
                 (memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
-                $"{o.Epochs} epochs, batch {o.BatchSize}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}, {get_num_threads()} thread(s).");
+                $"{o.Epochs} epochs, batch {o.BatchSize}{(ranks.Size > 1 ? $" ({source.BatchSize} on each of {ranks.Size} ranks; this is rank {ranks.Rank})" : "")}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}, {get_num_threads()} thread(s).");
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
-                   { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps, CheckAlive = MlNetInternals.CheckAlive(host) })
+                   { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps, CheckAlive = MlNetInternals.CheckAlive(host), Ranks = ranks })
             {
                 running = trainer;
                 if (o.EpochCompleted is { } callback) trainer.EpochCompleted += callback;
@@ -242,6 +258,27 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         StateDict.Load(net, StateDict.Get(initial.Scorer.Module)); // copies: the initial model keeps its own weights
     }
 
+    /// <summary>
+    /// What every rank of a distributed Fit must hold alike: the data's shape, the label's classes, the seed, and every
+    /// option that changes training (the column names and callbacks may differ).
+    /// </summary>
+    private static List<(string, string)> RankSettings(NeuralNetworkOptions o, int seed, DataViewBatchSource source, KeyValues? keyValues)
+    {
+        var settings = new List<(string, string)>
+        {
+            ("task", o.Task.ToString()),
+            ("feature width", source.FeatureCount.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            ("classes", source.ClassCount.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            ("label key values", keyValues is null ? "none" : string.Join(", ", keyValues.Values)),
+            ("seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        };
+        string[] free = [nameof(o.FeatureColumnName), nameof(o.LabelColumnName), nameof(o.ScoreColumnName), nameof(o.EpochCompleted),
+            nameof(o.CancellationToken), nameof(o.NumberOfThreads), nameof(o.ScoringBatchSize), nameof(o.Seed), "ProbabilityColumn", "PredictedLabelColumn"];
+        foreach (var p in o.GetType().GetProperties().Where(p => p.CanRead && p.GetIndexParameters().Length == 0 && !free.Contains(p.Name)).OrderBy(p => p.Name, StringComparer.Ordinal))
+            settings.Add((p.Name, Convert.ToString(p.GetValue(o), System.Globalization.CultureInfo.InvariantCulture) ?? "null"));
+        return settings;
+    }
+
     /// <summary>The batches, with <paramref name="look"/> shown the features of the first one.</summary>
     private static IEnumerable<Batch> FirstBatchSeen(IEnumerable<Batch> batches, Action<Tensor, Tensor>? look)
     {
@@ -259,15 +296,15 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
     /// <c>LambdaLR</c>, so a linear warm-up over the first <see cref="NeuralNetworkOptions.WarmupEpochs"/> composes with
     /// each: factor(t) = warm-up(t) · schedule(t), warm-up(t) = min(1, (t + 1) / warm-up steps).
     /// </summary>
-    private static Func<optim.Optimizer, int, optim.lr_scheduler.LRScheduler>? Schedule(NeuralNetworkOptions o, int stepsPerEpoch)
+    private static Func<optim.Optimizer, int, optim.lr_scheduler.LRScheduler>? Schedule(NeuralNetworkOptions o)
     {
         if (o.Schedule == LearningRateSchedule.OneCycle)
             return (opt, steps) => optim.lr_scheduler.OneCycleLR(opt, o.LearningRate, total_steps: steps,
                 cycle_momentum: o.Optimizer != OptimizerKind.Sgd || o.Momentum > 0); // plain SGD has no momentum to cycle
         if (o.Schedule == LearningRateSchedule.Constant && o.WarmupEpochs == 0) return null;
-        int warmup = o.WarmupEpochs * stepsPerEpoch;
         return (opt, steps) => optim.lr_scheduler.LambdaLR(opt, t =>
         {
+            int warmup = o.WarmupEpochs * (steps / o.Epochs); // the trainer's steps: the same on every rank
             double factor = o.Schedule switch
             {
                 LearningRateSchedule.Cosine => 0.5 * (1 + Math.Cos(Math.PI * t / steps)),

@@ -149,6 +149,17 @@ public abstract class NeuralNetworkOptions
     /// </summary>
     public int? NumberOfThreads { get; set; }
 
+    /// <summary>
+    /// Training across processes. Default <see cref="Distribution.Auto"/>: when an MPI launcher started this program with
+    /// several ranks (<c>mpirun -np 4 dotnet MyApp.dll</c>), Fit trains data parallel: every rank runs the same pipeline,
+    /// reads its own share of the rows (a seeded hash of each row's id), trains on <see cref="BatchSize"/> / ranks rows per
+    /// step so that a step still sees <see cref="BatchSize"/> rows in all, averages gradients with the others, and ends
+    /// with the same transformer as every other rank. Save it on one rank with
+    /// <see cref="DistributedTraining.SaveOnRankZero"/>. <see cref="Distribution.SingleProcess"/>: each process trains
+    /// alone whatever launched it. See docs/distributed.md.
+    /// </summary>
+    public Distribution Distribution { get; set; } = Distribution.Auto;
+
     /// <summary>Rows per forward pass when scoring with Transform. Default 512.</summary>
     public int ScoringBatchSize { get; set; } = 512;
 
@@ -183,6 +194,7 @@ public abstract class NeuralNetworkOptions
         ArgumentOutOfRangeException.ThrowIfNegative(NumGpus, nameof(NumGpus));
         ArgumentOutOfRangeException.ThrowIfNegative(InMemoryLimitMB, nameof(InMemoryLimitMB)); // 0 streams every epoch
         if (NumberOfThreads is { } threads) ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threads, nameof(NumberOfThreads));
+        if (!Enum.IsDefined(Distribution)) throw new ArgumentOutOfRangeException(nameof(Distribution), Distribution, "not a Distribution");
         LearningRates.Check(LearningRate, nameof(LearningRate));
         if (!(Momentum >= 0 && Momentum < 1))
             throw new ArgumentOutOfRangeException(nameof(Momentum), Momentum, "Must be in [0, 1).");

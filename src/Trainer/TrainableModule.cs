@@ -156,12 +156,15 @@ public abstract class TrainableModule : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Means of everything plotted since the last call, read from the device once; resets the sums.</summary>
-    internal Dictionary<string, double> TakeEpochMeans()
+    internal Dictionary<string, double> TakeEpochMeans() => TakeEpochSums().ToDictionary(kv => kv.Key, kv => kv.Value.Sum / kv.Value.Count);
+
+    /// <summary>Sums and counts of everything plotted since the last call (what ranks add up), read once; resets them.</summary>
+    internal Dictionary<string, (double Sum, int Count)> TakeEpochSums()
     {
-        var result = new Dictionary<string, double>();
+        var result = new Dictionary<string, (double Sum, int Count)>();
         foreach (var (label, (sum, count)) in _epochSums)
         {
-            result[label] = sum.item<double>() / count;
+            result[label] = (sum.item<double>(), count);
             sum.Dispose();
         }
         _epochSums.Clear();

@@ -23,6 +23,8 @@ public sealed class Trainer : IDisposable
 {
     private readonly DataParallel _dataParallel; // replicas of the net on TrainingDevices[1..]
     private readonly StepLosses _stepLosses = new(); // on the device: this epoch's training losses, read only at the board's cadence
+    private ICollectives? _ranks; // null: chosen from the environment when first needed (see Ranks)
+    private RankSync? _rankSync;
 
     /// <summary>d2l's <c>Trainer(max_epochs, num_gpus, gradient_clip_val)</c>. More GPUs than exist are clamped (and logged).</summary>
     public Trainer(int maxEpochs, int numGpus = 0, double gradientClipVal = 0, Action<string>? log = null)
@@ -44,6 +46,21 @@ public sealed class Trainer : IDisposable
         GradientClipVal = gradientClipVal;
         Log = log;
     }
+
+    /// <summary>
+    /// The processes this trainer trains with, data parallel (see <see cref="ICollectives"/>): by default
+    /// <see cref="Collectives.For"/>(<see cref="Distribution.Auto"/>), MPI when an MPI launcher started this process with
+    /// several ranks, else one process. With several ranks every rank runs the same Fit on its own share of the data:
+    /// rank 0's weights are broadcast before the first step, gradients are averaged across ranks (weighted by each rank's
+    /// rows) before clipping and every optimizer step, losses and metrics are reduced, and only rank 0 writes checkpoints.
+    /// </summary>
+    public ICollectives Ranks
+    {
+        get => _ranks ??= Collectives.For(Distribution.Auto);
+        init => _ranks = value ?? throw new ArgumentNullException(nameof(Ranks));
+    }
+
+    private RankSync Sync => _rankSync ??= new RankSync(Ranks);
 
     /// <summary>Epochs <see cref="Fit(TrainableModule, DataModule, CancellationToken)"/> runs (fewer when <see cref="EarlyStopping"/> stops it).</summary>
     public int MaxEpochs { get; }
@@ -157,7 +174,8 @@ public sealed class Trainer : IDisposable
         ArgumentNullException.ThrowIfNull(data);
         TrainDataLoader = data.TrainDataLoader();
         ValDataLoader = data.ValDataLoader();
-        NumTrainBatches = TrainDataLoader.Count;
+        // With several ranks, every rank takes as many steps as the rank with the most batches (others take empty ones).
+        NumTrainBatches = Sync.AgreeBatches(TrainDataLoader.Count);
         NumValBatches = ValDataLoader?.Count ?? 0;
         if (NumTrainBatches <= 0) throw new ArgumentException("The training loader yields no batches.", nameof(data));
     }
@@ -203,6 +221,19 @@ public sealed class Trainer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
+        try
+        {
+            return FitAllEpochs(model, data, resumeFrom, cancellationToken);
+        }
+        catch (Exception e)
+        {
+            Sync.EndJobUnlessShared(e); // with several ranks, an error of this rank alone ends the job
+            throw;
+        }
+    }
+
+    private History FitAllEpochs(TrainableModule model, DataModule data, string? resumeFrom, CancellationToken cancellationToken)
+    {
         PrepareData(data);
         PrepareModel(model);
         // Resume: everything is read and range-checked first; then applied with a roll-back, so a refused checkpoint
@@ -225,7 +256,7 @@ public sealed class Trainer : IDisposable
             Log?.Invoke($"epoch {metrics.Epoch}/{MaxEpochs}: " + string.Join(", ", metrics.Values.Select(kv => $"{kv.Key} {kv.Value:F4}")) + $" ({metrics.Elapsed.TotalSeconds:F1} s)");
             EpochCompleted?.Invoke(metrics);
             if (CheckpointPath is not null && (Epoch + 1) % CheckpointEvery == 0)
-                Checkpoint.Write(CheckpointPath, this, model, data, history);
+                Sync.OnRankZero(() => Checkpoint.Write(CheckpointPath, this, model, data, history));
             if (best.Observe(metrics, model))
             {
                 Log?.Invoke($"early stopping after epoch {metrics.Epoch}: {EarlyStopping!.Monitor} has not improved for {EarlyStopping.Patience} epoch(s) since epoch {best.Epoch}.");
@@ -251,6 +282,9 @@ public sealed class Trainer : IDisposable
         {
             resume?.LoadWeights(model);
             model.EnsureInitialized();
+            Sync.Agree(this, model);
+            Sync.Broadcast(model.Net); // every rank starts from rank 0's weights
+            _dataParallel.Broadcast(model.Net); // and every replica from the (loaded, broadcast) primary's
             EnsureModelOnDevice(model); // once: PrepareBatch then puts every batch on the same device
             optimizer = model.ConfigureOptimizers();
             EnsureOptimizerOwnsModelParameters(model, optimizer);
@@ -271,7 +305,7 @@ public sealed class Trainer : IDisposable
     /// <summary>The epoch's metrics: the module's epoch means, the trainer's own training loss if none was plotted, and the rate.</summary>
     private EpochMetrics EndEpoch(TrainableModule model, Stopwatch watch)
     {
-        var means = model.TakeEpochMeans();
+        var means = Sync.Reduce(model.TakeEpochSums()).ToDictionary(kv => kv.Key, kv => kv.Value.Sum / kv.Value.Count);
         var values = new Dictionary<string, double>();
         if (!means.ContainsKey("train_loss")) values["train_loss"] = _stepLosses.EpochMean(Epoch, TrainBatchIdx, NumTrainBatches); // the module did not plot it
         foreach (var (key, value) in means) values[key] = value;
@@ -284,14 +318,36 @@ public sealed class Trainer : IDisposable
     {
         try
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            CheckAlive?.Invoke();
+            CheckStop(cancellationToken);
         }
         catch
         {
             raw.Dispose();
             throw;
         }
+    }
+
+    private void CheckStop(CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        CheckAlive?.Invoke();
+    }
+
+    /// <summary>The loader's batches, then nulls up to <see cref="NumTrainBatches"/>: the steps every rank agreed to take.</summary>
+    private IEnumerable<Batch?> PadToAgreedSteps(IDataLoader loader)
+    {
+        int taken = 0;
+        foreach (var batch in loader)
+        {
+            if (taken == NumTrainBatches)
+            {
+                batch.Dispose();
+                throw new InvalidOperationException($"The training loader yielded more than the {NumTrainBatches} batches its Count said (and the ranks agreed on).");
+            }
+            taken++;
+            yield return batch;
+        }
+        for (; taken < NumTrainBatches; taken++) yield return null;
     }
 
     /// <summary>Optimizer steps per epoch: one per <see cref="AccumulateGradBatches"/> batches, the last window possibly shorter.</summary>
@@ -316,37 +372,54 @@ public sealed class Trainer : IDisposable
         EpochLearningRate = CurrentLearningRate(optimizer);
         model.train();
         using var accumulation = new GradientAccumulation(AccumulateGradBatches, NumTrainBatches);
-        foreach (var raw in loader)
+        double windowRows = 0, windowGlobalRows = 0; // this window's rows here and on all ranks (for the ranks' gradient mean)
+        foreach (var raw in Sync.IsActive ? PadToAgreedSteps(loader) : loader)
         {
-            StopIfAsked(raw, cancellationToken);
-            var batch = PrepareBatch(raw);
+            // raw is null only with several ranks, for a step this rank has no batch for: it still takes part.
+            if (raw is not null) StopIfAsked(raw, cancellationToken);
+            else CheckStop(cancellationToken);
+            var batch = raw is null ? null : PrepareBatch(raw);
             try
             {
                 using var scope = NewDisposeScope();
-                Tensor loss;
+                Tensor? loss = null;
                 if (!_dataParallel.IsActive)
                 {
-                    loss = model.TrainingStep(batch);
                     if (accumulation.StartsWindow) optimizer.zero_grad();
-                    accumulation.Scale(loss).backward(); // k batches of mean losses, each scaled by 1/k, add up to the gradient of their mean.
+                    if (batch is not null)
+                    {
+                        loss = model.TrainingStep(batch);
+                        accumulation.Scale(loss).backward(); // k batches of mean losses, each scaled by 1/k, add up to the gradient of their mean.
+                    }
                 }
                 else
                 {
                     optimizer.zero_grad();
-                    loss = _dataParallel.Loss(model, batch); // runs each replica's backward itself
+                    if (batch is not null) loss = _dataParallel.Loss(model, batch); // runs each replica's backward itself
+                }
+                if (Sync.IsActive)
+                {
+                    long rows = batch?.Size ?? 0;
+                    loss = Sync.ReduceLoss(loss, rows, out double globalRows); // every rank tracks (and checks) the same loss
+                    (windowRows, windowGlobalRows) = (windowRows + rows, windowGlobalRows + globalRows);
                 }
                 if (accumulation.EndsWindow())
                 {
+                    if (Sync.IsActive)
+                    {
+                        Sync.AverageGradients(model.Net, windowRows, windowGlobalRows);
+                        (windowRows, windowGlobalRows) = (0, 0);
+                    }
                     if (GradientClipVal > 0) ClipGradients(GradientClipVal, model);
                     optimizer.step();
                     StepScheduler();
                     if (_dataParallel.IsActive) _dataParallel.Broadcast(model.Net); // the stepped weights back to the replicas
                 }
-                _stepLosses.Track(loss, TrainBatchIdx, NumTrainBatches);
+                _stepLosses.Track(loss!, TrainBatchIdx, NumTrainBatches);
             }
             finally
             {
-                Release(batch, raw);
+                if (batch is not null) Release(batch, raw!);
             }
             TrainBatchIdx++;
             if (_stepLosses.CheckDue(TrainBatchIdx)) ThrowIfNonFinite();

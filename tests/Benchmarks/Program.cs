@@ -1,4 +1,4 @@
-// The benchmark command: dotnet run -c Release --project tests/Benchmarks [-- --quick] [--output docs] [--pytorch-only | --step-profile]
+// The benchmark command: dotnet run -c Release --project tests/Benchmarks [-- --quick] [--output docs] [--pytorch-only | --step-profile | --contention | --distributed]
 // Measures, side by side in one process and one run, and writes docs/benchmarks.md, docs/benchmarks.json and plots.
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -16,6 +16,7 @@ using OxyPlot.Series;
 using TorchSharp;
 using static TorchSharp.torch;
 
+if (args is ["--mpi-worker", .. var worker]) return Distributed.Worker(worker); // a rank of the --distributed figures
 bool quick = args.Contains("--quick");
 bool pytorchOnly = args.Contains("--pytorch-only"); // just "PyTorch as the peer": markdown and one JSON line printed; nothing written
 Harness.Repetitions = quick ? 5 : 7;
@@ -79,6 +80,11 @@ if (pytorchOnly)
 if (args.Contains("--contention")) // issue #24: fits beside CPU-bound neighbours (Contention.cs); printed, nothing written
 {
     Contention.RunAll(Log);
+    return 0;
+}
+if (args.Contains("--distributed")) // issue #25: MPI figures (Distributed.cs); printed, nothing written
+{
+    Distributed.RunAll(Log, quick);
     return 0;
 }
 if (args.Contains("--step-profile")) // issue #19: where a batch-32 step goes (StepProfile.cs); printed, nothing written

@@ -237,6 +237,27 @@ public sealed class NumberOfThreadsTests
     }
 
     [Fact]
+    public void OutsideAnMpiLauncherEveryDistributionTrainsAsOneProcessAndAnUnknownOneIsRefused()
+    {
+        // Auto and SingleProcess need no MPI library (none is loaded here: the test host was not started by mpirun).
+        var ml = new MLContext(seed: 1);
+        var data = Keyed(ml);
+        string? digest = null;
+        foreach (var distribution in new[] { MlNetGuide.Training.Distribution.Auto, MlNetGuide.Training.Distribution.SingleProcess })
+        {
+            using var model = ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
+            {
+                Epochs = 2, Seed = 3, Distribution = distribution,
+            }).Fit(data);
+            digest ??= model.WeightsDigest();
+            Assert.Equal(digest, model.WeightsDigest()); // one process either way: the same weights
+        }
+        Assert.Equal((0, 1, true), (DistributedTraining.Rank, DistributedTraining.Size, DistributedTraining.IsRankZero));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.NeuralNetwork(
+            new MulticlassNeuralNetworkOptions { Distribution = (MlNetGuide.Training.Distribution)7 }));
+    }
+
+    [Fact]
     public void TwoFitsAtOnceEachTrainWithTheirOwnThreadsAndRestoreTheirOwn()
     {
         // libtorch's OpenMP thread count belongs to the calling thread: each Fit sets and restores its own.

@@ -21,6 +21,15 @@ using static TorchSharp.torch;
 //   probe save-loop <count>               train a small multiclass network, then mlContext.Model.Save it <count> times;
 //                                         prints "save <i> fds <open files> temp <files in the temp folder> rss <kB>"
 //                                         before the first save, after saves 1 and 100, the middle one and the last
+//   probe mpi-trainer <dir> [<kill-rank-1-at-batch>]
+//                                         run under mpirun (or alone): DistributedScenario with a checkpoint in <dir>;
+//                                         each rank writes <dir>/rank<r>.txt (weights as bits, history); rank 1 kills
+//                                         itself (SIGKILL) before the given batch
+//   probe mpi-estimator <dir> <plain|mismatch|bad-row>
+//                                         run under mpirun (or alone): a digits MLP through the estimator; rank 0
+//                                         saves <dir>/model.zip; each rank writes <dir>/rank<r>.txt (weights digest,
+//                                         test scores as bits). mismatch: rank 1 asks for another batch size;
+//                                         bad-row: rank 1's copy of the data has NaNs
 return args switch
 {
     ["gc-stress", var steps, var optimizer] => GcStress(int.Parse(steps, CultureInfo.InvariantCulture), optimizer),
@@ -30,6 +39,10 @@ return args switch
     ["checkpoint-train", var path, var pauseAt] => CheckpointTrain(path, int.Parse(pauseAt, CultureInfo.InvariantCulture), resume: false),
     ["checkpoint-resume", var path] => CheckpointTrain(path, 0, resume: true),
     ["save-loop", var count] => SaveLoop(int.Parse(count, CultureInfo.InvariantCulture)),
+    ["mpi-trainer", var dir] => MpiTrainer(dir, -1),
+    ["mpi-trainer", var dir, var killAt] => MpiTrainer(dir, int.Parse(killAt, CultureInfo.InvariantCulture)),
+    ["mpi-estimator", var dir, var variant] => MpiEstimator(dir, variant),
+    ["mpi-trainer-with-library", var dir, var library] => WithEnvironment("MLNETGUIDE_MPI_LIBRARY", library, () => MpiTrainer(dir, -1)),
     ["slow-save", var path, var mb] => SlowSave(path, int.Parse(mb, CultureInfo.InvariantCulture)),
     _ => Usage(),
 };
@@ -100,6 +113,58 @@ static int CheckpointTrain(string path, int pauseAt, bool resume)
     using var stream = new MemoryStream();
     StateDict.Save(model, stream);
     Console.WriteLine($"weights {Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(stream.ToArray()))[..16]} epochs {history.Epochs.Count}");
+    return 0;
+}
+
+// .NET keeps its own copy of the environment; what the probe sets here is what MlNetGuide reads.
+static int WithEnvironment(string name, string value, Func<int> run)
+{
+    Environment.SetEnvironmentVariable(name, value);
+    return run();
+}
+
+static int MpiTrainer(string dir, int killAt)
+{
+    var ranks = MlNetGuide.Training.Collectives.For(MlNetGuide.Training.Distribution.Auto);
+    var (weights, history) = MlNetGuide.Tests.Shared.DistributedScenario.Train(ranks, Path.Combine(dir, "checkpoint.bin"), trainer =>
+    {
+        if (ranks.Rank == 1 && trainer.TrainBatchIdx == killAt) System.Diagnostics.Process.GetCurrentProcess().Kill(); // SIGKILL: no finalizer, no MPI_Finalize
+    });
+    File.WriteAllLines(Path.Combine(dir, $"rank{ranks.Rank}.txt"), MlNetGuide.Tests.Shared.DistributedScenario.Lines(weights, history));
+    Console.WriteLine($"rank {ranks.Rank} of {ranks.Size}: {ranks}");
+    return 0;
+}
+
+static int MpiEstimator(string dir, string variant)
+{
+    int rank = DistributedTraining.Rank;
+    var (pixels, labels) = MlNetGuide.Tests.Shared.RepoData.Digits(1500);
+    if (variant == "bad-row" && rank == 1)
+        for (int i = 0; i < 200; i++) pixels[i * 784 + 400] = float.NaN; // rows only this rank's copy has bad
+    var rows = Enumerable.Range(0, labels.Length).Select(i => new ProbeDigit { Label = labels[i], Pixels = pixels.AsSpan(i * 784, 784).ToArray() }).ToList();
+    var ml = new MLContext(seed: 1);
+    var train = ml.Data.LoadFromEnumerable(rows.Take(1200));
+    var test = ml.Data.LoadFromEnumerable(rows.Skip(1200));
+    var pipeline = ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue) // key k is digit k
+        .Append(ml.Transforms.CopyColumns("Features", nameof(ProbeDigit.Pixels)))
+        .Append(ml.MulticlassClassification.Trainers.NeuralNetwork(new MulticlassNeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.Mlp(64),
+            Epochs = 4,
+            BatchSize = variant == "mismatch" && rank == 1 ? 64 : 128,
+            Optimizer = OptimizerKind.Adam,
+            LearningRate = 0.003,
+            ValidationFraction = 0.1,
+        }));
+    var model = pipeline.Fit(train);
+    ml.Model.SaveOnRankZero(model, train.Schema, Path.Combine(dir, "model.zip"));
+    var net = model.LastTransformer;
+    var scores = ml.Data.CreateEnumerable<ProbeScore>(model.Transform(test), reuseRowObject: false).ToList();
+    var lines = new List<string> { $"digest {net.WeightsDigest()}" };
+    lines.AddRange(scores.Select(s => "score " + string.Join(",", s.Score.Select(v => BitConverter.SingleToInt32Bits(v).ToString("x8", CultureInfo.InvariantCulture)))));
+    lines.AddRange(net.History!.Epochs.Select(e => $"epoch {e.Epoch} " + string.Join(" ", e.Values.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value:R}"))));
+    File.WriteAllLines(Path.Combine(dir, $"rank{rank}.txt"), lines);
+    Console.WriteLine($"rank {rank} of {DistributedTraining.Size} done");
     return 0;
 }
 
@@ -215,3 +280,15 @@ public static class ProbeNets
     }
 }
 
+sealed class ProbeDigit
+{
+    public long Label { get; set; }
+
+    [Microsoft.ML.Data.VectorType(784)]
+    public float[] Pixels { get; set; } = [];
+}
+
+sealed class ProbeScore
+{
+    public float[] Score { get; set; } = [];
+}

@@ -31,6 +31,20 @@ internal static class ChildProcess
 
     public static string RunProbeWith(IReadOnlyDictionary<string, string> environment, params string[] args) => Run(StartProbeWith(environment, args), args);
 
+    /// <summary>Runs the probe with extra environment variables; returns (exit code, stdout, stderr) whatever the exit code.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) RunProbeWithExitCode(IReadOnlyDictionary<string, string> environment, params string[] args)
+    {
+        using var p = StartProbeWith(environment, args);
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(HangGuardMinutes)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"probe {string.Join(" ", args)} did not finish in {HangGuardMinutes} minutes (a hang guard, not a time limit)");
+        }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
     /// <summary>Runs an app built beside the tests (e.g. "Digits.dll") with dotnet; returns (exit code, stdout, stderr).</summary>
     public static (int exitCode, string stdout, string stderr) RunApp(string dll, params string[] args) => RunAppIn(Path.GetTempPath(), dll, args);
 

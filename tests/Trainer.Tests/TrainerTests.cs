@@ -194,6 +194,40 @@ public class TrainerTests
     }
 
     [Fact]
+    public void DataParallelResumeStartsTheReplicasFromTheLoadedWeights()
+    {
+        var (x, y) = Synthetic(96, seed: 3);
+        using var _x = x; using var _y = y;
+        nn.Module<Tensor, Tensor> Factory() => nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1));
+        var dir = Directory.CreateTempSubdirectory("mlnetguide-dp-resume-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "checkpoint.bin");
+            manual_seed(1);
+            using var straight = new Regressor(Factory, lr: 0.05);
+            using (var d = new TensorDataModule([x, y], 32, seed: 5))
+            using (var t = new Trainer(4, [CPU, CPU]))
+                t.Fit(straight, d);
+            manual_seed(1);
+            using var first = new Regressor(Factory, lr: 0.05);
+            using (var d = new TensorDataModule([x, y], 32, seed: 5))
+            using (var t = new Trainer(2, [CPU, CPU]) { CheckpointPath = path })
+                t.Fit(first, d);
+            manual_seed(99); // other initial weights: the replica is built from these, then must take the checkpoint's
+            using var resumed = new Regressor(Factory, lr: 0.05);
+            using (var d = new TensorDataModule([x, y], 32, seed: 5))
+            using (var t = new Trainer(4, [CPU, CPU]))
+                t.Fit(resumed, d, path);
+            foreach (var ((name, a), (_, b)) in straight.Net.named_parameters().Zip(resumed.Net.named_parameters()))
+                Assert.True(a.allclose(b, rtol: 1e-5, atol: 1e-6), $"{name} differs after a data-parallel resume");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void DataParallelNeedsANetFactory()
     {
         using var model = new Regressor(nn.Linear(2, 1));
