@@ -31,7 +31,7 @@ internal static class Distributed
         foreach (var (name, mca) in new[] { ("shared memory", Array.Empty<string>()), ("tcp (loopback)", new[] { "--mca", "btl", "self,tcp" }) })
             foreach (var line in Mpi(2, mca, "allreduce")) log($"| allreduce over {name}: {line} |");
 
-        int rounds = quick ? 1 : 3;
+        int rounds = quick ? 1 : 5;
         foreach (int batch in new[] { 256, 1024 })
         {
             var ratios = new List<double>();
