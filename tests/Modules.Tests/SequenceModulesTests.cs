@@ -257,6 +257,18 @@ public class SequenceModulesTests
         Assert.Equal(new long[] { Vocabulary, 8 }, t["embedding.weight"].shape);
     }
 
+    [Theory]
+    [MemberData(nameof(Nets))]
+    public void EachNetSaysItTakesTokenIdsAndIsNotExportedAsFloatRows(string kind)
+    {
+        using var net = Build(kind);
+        var sequence = Assert.IsAssignableFrom<ITokenSequenceModule>(net);
+        Assert.Equal(Vocabulary, sequence.VocabularySize);
+        Assert.Equal(3, sequence.Outputs);
+        Assert.Contains("ExportTokenSequences", MlNetGuide.Modules.Onnx.OnnxExporter.Refusal(net, 9));
+        Assert.Null(MlNetGuide.Modules.Onnx.OnnxExporter.Refusal(nn.Sequential(nn.Linear(9, 2)), 9)); // float modules still export
+    }
+
     [Fact]
     public void ConstructorsRefuseImpossibleShapes()
     {

@@ -142,6 +142,9 @@ public static class OnnxExporter
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(inputShape);
+        if (module is ITokenSequenceModule)
+            throw new OnnxExportException(
+                $"{module.GetType().Name} takes int64 token ids [batch, time], not float rows: export it with OnnxExporter.ExportTokenSequences.");
         if (inputShape.Length == 0 || inputShape.Any(d => d <= 0))
             throw new ArgumentException($"Input shape [{string.Join(", ", inputShape)}] must list positive sizes (without the batch dimension).", nameof(inputShape));
         var g = new OnnxGraphBuilder(module);

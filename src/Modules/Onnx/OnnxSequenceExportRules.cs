@@ -137,7 +137,7 @@ internal static class OnnxSequenceExportRules
     private static string PositionalTable(OnnxGraphBuilder g, string like, long size)
     {
         float[] frequencies;
-        using (var f = tensor(10000f).pow(arange(0, size, 2, ScalarType.Float32).div_(size))) frequencies = f.data<float>().ToArray();
+        using (var f = PositionalEncoding.Frequencies(size)) frequencies = f.data<float>().ToArray();
         var time = g.Node("Squeeze", [g.Node("Shape", [like], ("start", 1L), ("end", 2L))]);          // T, a scalar
         var zero = g.Node("Squeeze", [g.Int64s("zero", 0)]);
         var one = g.Node("Squeeze", [g.Int64s("one", 1)]);

@@ -26,7 +26,7 @@ namespace MlNetGuide.Modules;
 /// <c>_reverse</c> for each layer k (an LSTM's rows stack gates i, f, g, o; a GRU's r, z, n);
 /// <c>decoder.weight</c> [outputs, 2·hidden], <c>decoder.bias</c>.</para>
 /// </remarks>
-public sealed class BiRnnEncoder : nn.Module<Tensor, Tensor>
+public sealed class BiRnnEncoder : nn.Module<Tensor, Tensor>, ITokenSequenceModule
 {
     private readonly Embedding embedding;
     private readonly nn.Module encoder;
@@ -108,7 +108,10 @@ public sealed class BiRnnEncoder : nn.Module<Tensor, Tensor>
     /// <summary>Each row's packed length on the CPU: the position of its last token + 1, and 1 for a row of padding.</summary>
     internal static Tensor Lengths(Tensor mask)
     {
-        using var positions = arange(1, mask.shape[1] + 1, ScalarType.Int64, mask.device); // 1 … time
-        return mask.to_type(ScalarType.Int64).mul(positions).amax(1).clamp_min(1).cpu();
+        using Scalar one = 1L.ToScalar(), end = (mask.shape[1] + 1).ToScalar(); // Scalars kept alive for the native calls
+        using var positions = arange(one, end, ScalarType.Int64, mask.device);   // 1 … time
+        using var last = mask.to_type(ScalarType.Int64).mul(positions).amax(1);
+        using var lengths = last.clamp_min(one);
+        return lengths.cpu();
     }
 }

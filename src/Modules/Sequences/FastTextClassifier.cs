@@ -16,7 +16,7 @@ namespace MlNetGuide.Modules;
 /// <para>State dict, as PyTorch's modules name it: <c>embedding.weight</c> [V, d], <c>decoder.weight</c>
 /// [outputs, d], <c>decoder.bias</c> [outputs].</para>
 /// </remarks>
-public sealed class FastTextClassifier : nn.Module<Tensor, Tensor>
+public sealed class FastTextClassifier : nn.Module<Tensor, Tensor>, ITokenSequenceModule
 {
     private readonly Embedding embedding;
     private readonly MaskedMeanPooling pool;

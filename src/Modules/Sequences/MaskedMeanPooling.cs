@@ -26,7 +26,7 @@ public sealed class MaskedMeanPooling : nn.Module<Tensor, Tensor, Tensor>
                 $"MaskedMeanPooling takes x [batch, time, d] and a mask [batch, time]; got x [{string.Join(", ", x.shape)}] and mask [{string.Join(", ", mask.shape)}].");
         using var scope = NewDisposeScope();
         var weights = mask.unsqueeze(-1).to_type(x.dtype);          // [batch, time, 1]
-        var count = weights.sum(1).clamp_min(1);                    // [batch, 1]: an all-padding row divides 0 by 1
+        var count = weights.sum(1).clamp_min(Scalars.One);                    // [batch, 1]: an all-padding row divides 0 by 1
         return x.mul(weights).sum(1).div_(count).MoveToOuterDisposeScope();
     }
 }

@@ -40,9 +40,17 @@ public sealed class PositionalEncoding : nn.Module<Tensor, Tensor>
     public static Tensor Table(long time, long size, Device? device = null)
     {
         using var scope = NewDisposeScope();
-        var positions = arange(time, ScalarType.Float32, device).reshape(-1, 1);                      // [time, 1]
-        var frequencies = tensor(10000f, device: device).pow(arange(0, size, 2, ScalarType.Float32, device).div_(size));
-        var angles = positions.div(frequencies);                                                       // [time, size/2]
+        using Scalar length = time.ToScalar(); // kept alive for the native call (see Scalars)
+        var positions = arange(length, ScalarType.Float32, device).reshape(-1, 1);                    // [time, 1]
+        var angles = positions.div(Frequencies(size, device));                                         // [time, size/2]
         return stack([angles.sin(), angles.cos()], 2).reshape(time, size).MoveToOuterDisposeScope();  // sin at 2j, cos at 2j+1
+    }
+
+    /// <summary>10000^(2j/d) for j = 0 … d/2 − 1, float32 [d/2]: the divisors of the positions.</summary>
+    internal static Tensor Frequencies(long size, Device? device = null)
+    {
+        using var scope = NewDisposeScope();
+        using Scalar zero = 0L.ToScalar(), width = size.ToScalar(), two = 2L.ToScalar();
+        return tensor(10000f, device: device).pow(arange(zero, width, two, ScalarType.Float32, device).div_(width)).MoveToOuterDisposeScope();
     }
 }

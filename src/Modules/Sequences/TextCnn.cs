@@ -25,7 +25,7 @@ namespace MlNetGuide.Modules;
 /// <para>State dict, as PyTorch's modules name it: <c>embedding.weight</c>, <c>convs.{i}.weight</c>
 /// [channels_i, d, k_i], <c>convs.{i}.bias</c>, <c>decoder.weight</c> [outputs, Σ channels], <c>decoder.bias</c>.</para>
 /// </remarks>
-public sealed class TextCnn : nn.Module<Tensor, Tensor>
+public sealed class TextCnn : nn.Module<Tensor, Tensor>, ITokenSequenceModule
 {
     private readonly Embedding embedding;
     private readonly ModuleList<Conv1d> convs;

@@ -43,7 +43,7 @@ internal static class TokenIds
     }
 
     /// <summary>True where a position holds a token, false where it holds padding: <c>ids != 0</c>, shape [batch, time].</summary>
-    public static Tensor Mask(Tensor ids) => ids.ne(Padding);
+    public static Tensor Mask(Tensor ids) => ids.ne(Scalars.Zero); // a kept-alive Scalar (see Scalars): 0 is Padding
 
     /// <summary>Checks a vocabulary size at a constructor: padding plus at least one token.</summary>
     public static long VocabularySize(long vocabularySize, string module) => vocabularySize >= 2 ? vocabularySize

@@ -25,7 +25,7 @@ namespace MlNetGuide.Modules;
 /// <c>layers.{k}.self_attn.out_proj.weight</c>/<c>.bias</c>, <c>layers.{k}.linear1.*</c>, <c>layers.{k}.linear2.*</c>,
 /// <c>layers.{k}.norm1.*</c>, <c>layers.{k}.norm2.*</c>; <c>decoder.weight</c>, <c>decoder.bias</c>.</para>
 /// </remarks>
-public sealed class TransformerTextEncoder : nn.Module<Tensor, Tensor>
+public sealed class TransformerTextEncoder : nn.Module<Tensor, Tensor>, ITokenSequenceModule
 {
     private readonly Embedding embedding;
     private readonly PositionalEncoding positions;
@@ -95,7 +95,8 @@ public sealed class TransformerTextEncoder : nn.Module<Tensor, Tensor>
         ids = TokenIds.Checked(ids, VocabularySize, nameof(TransformerTextEncoder));
         var mask = TokenIds.Mask(ids);
         // 11.7: the embedding is scaled by √d so that it and the positional encoding (values in [-1, 1]) are of a size.
-        var x = dropout.call(positions.call(embedding.call(ids).mul(Math.Sqrt(ModelSize))));
+        using var scale = Math.Sqrt(ModelSize).ToScalar();
+        var x = dropout.call(positions.call(embedding.call(ids).mul(scale)));
         var keyPadding = mask.logical_not().logical_and(mask.any(1, keepdim: true)); // an all-padding row masks nothing
         var states = x.transpose(0, 1);                                               // [time, batch, d]: libtorch's layout
         foreach (var layer in layers) states = layer.call(states, null!, keyPadding);
