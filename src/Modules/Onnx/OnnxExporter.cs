@@ -97,7 +97,8 @@ public static class OnnxExporter
     /// int64 token ids [batch, time] with 0 as padding; output "output", float logits [batch, outputs].
     /// </summary>
     /// <remarks>An id outside the vocabulary is an error from ONNX Runtime's <c>Gather</c>, not the module's
-    /// <see cref="ArgumentException"/>: check ids before scoring where that matters.</remarks>
+    /// <see cref="ArgumentException"/>: check ids before scoring where that matters. Feed at least one time step (pad
+    /// an empty batch to one padding column, as the modules do themselves): ONNX's recurrent ops need a length ≥ 1.</remarks>
     public static ModelProto ExportTokenSequences(nn.Module<Tensor, Tensor> module)
     {
         ArgumentNullException.ThrowIfNull(module);
