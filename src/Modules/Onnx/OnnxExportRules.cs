@@ -60,10 +60,12 @@ internal static class OnnxExportRules
         OnnxExporter.Register<FixedHiddenMLP>((_, _, _) => throw new OnnxExportException(
             "FixedHiddenMLP is not exported: its forward pass loops while |h|.sum() > 1 (a value read back from the tensor) and returns " +
             "one scalar for the whole batch, which has no per-row meaning in a scoring graph. Save it with StateDict.Save or NeuralModel.Save."));
+
+        OnnxSequenceExportRules.RegisterBuiltIns();
     }
 
     /// <summary>x W^T + b (PyTorch's weight layout is (out, in)).</summary>
-    private static string Linear(OnnxGraphBuilder g, string x, Tensor weight, Tensor? bias)
+    internal static string Linear(OnnxGraphBuilder g, string x, Tensor weight, Tensor? bias)
     {
         var product = g.Node("MatMul", [x, g.Node("Transpose", [g.Weight(weight)], ("perm", new long[] { 1, 0 }))]);
         return bias is null ? product : g.Node("Add", [product, g.Weight(bias)]);

@@ -21,7 +21,9 @@ public delegate string OnnxExportRule<in TModule>(OnnxGraphBuilder graph, TModul
 /// <remarks>
 /// <para>Rules exist for TorchSharp's Linear, ReLU, Sigmoid, Tanh, GELU, Softmax, Dropout, Flatten (start_dim 1),
 /// Conv2d, MaxPool2d, AvgPool2d, BatchNorm1d/2d and Sequential, and for the chapter's LazyLinear (after its dry run),
-/// MLP, NestMLP, MyLinear and CenteredLayer. Add one for your own module type with <see cref="Register{TModule}"/>.
+/// MLP, NestMLP, MyLinear and CenteredLayer, and for the sequence modules (FastTextClassifier, TextCnn, BiRnnEncoder,
+/// TransformerTextEncoder, PositionalEncoding), which take int64 token ids: export those with
+/// <see cref="ExportTokenSequences"/>. Add one for your own module type with <see cref="Register{TModule}"/>.
 /// Any other module is refused with an <see cref="OnnxExportException"/> naming its type.</para>
 /// <para><see cref="FixedHiddenMLP"/> is refused on purpose: its forward pass loops while a value read back from the
 /// tensor exceeds 1 and returns a scalar, which has no faithful per-row meaning in a scoring graph.</para>
@@ -89,10 +91,61 @@ public static class OnnxExporter
         Export(module, inputShape).WriteTo(stream);
     }
 
+    /// <summary>
+    /// The ONNX model of a sequence module (<see cref="FastTextClassifier"/>, <see cref="TextCnn"/>,
+    /// <see cref="BiRnnEncoder"/>, <see cref="TransformerTextEncoder"/>, or one of yours with a rule): input "input",
+    /// int64 token ids [batch, time] with 0 as padding; output "output", float logits [batch, outputs].
+    /// </summary>
+    /// <remarks>An id outside the vocabulary is an error from ONNX Runtime's <c>Gather</c>, not the module's
+    /// <see cref="ArgumentException"/>: check ids before scoring where that matters. Feed at least one time step (pad
+    /// an empty batch to one padding column, as the modules do themselves): ONNX's recurrent ops need a length ≥ 1.</remarks>
+    public static ModelProto ExportTokenSequences(nn.Module<Tensor, Tensor> module)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        BuildTokenSequences(module, outputs: null);
+        bool training = module.training;
+        module.eval();
+        long outputs;
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var device = module.parameters().FirstOrDefault()?.device ?? CPU;
+            var y = module.call(zeros([1, 1], ScalarType.Int64, device)); // one row of padding
+            if (y.dim() != 2) throw new OnnxExportException($"{module.GetType().Name} returns shape [{string.Join(", ", y.shape)}] for one row; a sequence module returns [batch, outputs].");
+            outputs = y.shape[1];
+        }
+        finally
+        {
+            if (training) module.train();
+        }
+        return BuildTokenSequences(module, outputs);
+    }
+
+    /// <summary>Writes <see cref="ExportTokenSequences"/>'s model to <paramref name="path"/> atomically (a standalone .onnx file).</summary>
+    public static void SaveTokenSequences(nn.Module<Tensor, Tensor> module, string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var bytes = ExportTokenSequences(module).ToByteArray();
+        AtomicFile.Write(path, s => s.Write(bytes));
+    }
+
+    private static ModelProto BuildTokenSequences(nn.Module<Tensor, Tensor> module, long? outputs)
+    {
+        var g = new OnnxGraphBuilder(module);
+        var input = g.SymbolicInput("input", TensorProto.Types.DataType.Int64, "batch", "time");
+        var output = g.Add(module, input);
+        g.Output("output", output, TensorProto.Types.DataType.Float, outputs is long n ? [null, n] : []);
+        return g.ToModel();
+    }
+
     private static ModelProto Build(nn.Module<Tensor, Tensor> module, long[] inputShape, long[]? outputShape)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(inputShape);
+        if (module is ITokenSequenceModule)
+            throw new OnnxExportException(
+                $"{module.GetType().Name} takes int64 token ids [batch, time], not float rows: export it with OnnxExporter.ExportTokenSequences.");
         if (inputShape.Length == 0 || inputShape.Any(d => d <= 0))
             throw new ArgumentException($"Input shape [{string.Join(", ", inputShape)}] must list positive sizes (without the batch dimension).", nameof(inputShape));
         var g = new OnnxGraphBuilder(module);

@@ -49,6 +49,21 @@ public sealed class OnnxGraphBuilder
         return name;
     }
 
+    /// <summary>Declares an input of <paramref name="type"/> whose dimensions are all symbolic, e.g. int64 token ids ("batch", "time").</summary>
+    public string SymbolicInput(string name, TensorProto.Types.DataType type, params string[] dimensions)
+    {
+        ArgumentNullException.ThrowIfNull(dimensions);
+        Reserve(name);
+        var shape = new TensorShapeProto();
+        foreach (var d in dimensions) shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = d });
+        _graph.Input.Add(new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } },
+        });
+        return name;
+    }
+
     /// <summary>Declares value <paramref name="value"/> as graph output <paramref name="name"/> (an Identity renames it when the names differ).</summary>
     public void Output(string name, string value, TensorProto.Types.DataType type, params long?[] shape)
     {

@@ -116,6 +116,30 @@ public sealed class PyTorchInteropTests(PyTorchInteropFixture run) : IClassFixtu
         AssertClose(run.Saved.Outputs["ordered"], Forward(net, "ordered"), "BatchNorm net in eval mode, PyTorch vs ours");
     }
 
+    // Sequence modules (issue #26): token ids with padding, both ways, strict, against PyTorch's own nn.Embedding,
+    // nn.Conv1d, nn.LSTM, nn.GRU and nn.TransformerEncoderLayer. The float32 bound above holds for all five,
+    // the Transformer's two layers of attention, softmax and layer norm included: none needs a looser one.
+
+    [PyTorchTheory]
+    [MemberData(nameof(SequenceNets.Names), MemberType = typeof(SequenceNets))]
+    public void OurSequenceModuleLoadsStrictlyIntoPyTorchsModulesAndGivesOurOutputs(string name) =>
+        // The script loads our file with strict=True into its mirror, checks our ids equal its own, and runs them.
+        AssertClose(run.Written.Outputs[name], run.Loaded(name), $"{name}, ours vs PyTorch");
+
+    [PyTorchTheory]
+    [MemberData(nameof(SequenceNets.Names), MemberType = typeof(SequenceNets))]
+    public void PyTorchsSequenceModuleLoadsStrictlyIntoOursAndGivesItsOutputs(string name)
+    {
+        using var scope = NewDisposeScope();
+        using var net = SequenceNets.Build(name);
+        StateDict.Load(net, run.SavedFile($"{name}.params"));
+        using var ids = TensorIO.Load(run.SavedFile("sequence-ids.pth"));
+        using var expectedIds = SequenceNets.Ids();
+        Assert.True(ids.equal(expectedIds).all().item<bool>(), "PyTorch's token ids are not the ones SequenceNets.Ids gives");
+        using var noGrad = no_grad();
+        AssertClose(run.Saved.Outputs[name], net.call(ids).data<float>().ToArray(), $"{name}, PyTorch vs ours");
+    }
+
     private float[] Forward(nn.Module<Tensor, Tensor> net, string input)
     {
         using var noGrad = no_grad();
@@ -166,6 +190,40 @@ public sealed class PyTorchInteropTests(PyTorchInteropFixture run) : IClassFixtu
             return head.call(h.relu());
         }
     }
+}
+
+/// <summary>
+/// The script's SEQUENCE_NETS and sequence_ids(), net for net: one small net of each sequence module, in eval mode.
+/// </summary>
+public static class SequenceNets
+{
+    public const long Vocabulary = 50;
+
+    public static TheoryData<string> Names => new() { "fasttext", "textcnn", "lstm", "gru", "transformer" };
+
+    public static nn.Module<Tensor, Tensor> Build(string name)
+    {
+        nn.Module<Tensor, Tensor> net = name switch
+        {
+            "fasttext" => new FastTextClassifier(Vocabulary, 3, embeddingSize: 16),
+            "textcnn" => new TextCnn(Vocabulary, 3, embeddingSize: 16, kernelSizes: [2, 3, 5], channels: [8, 6, 4], dropout: 0.5),
+            "lstm" => new BiRnnEncoder(Vocabulary, 3, RecurrentCell.Lstm, embeddingSize: 16, hiddenSize: 12, layers: 2),
+            "gru" => new BiRnnEncoder(Vocabulary, 3, RecurrentCell.Gru, embeddingSize: 16, hiddenSize: 12, layers: 2),
+            "transformer" => new TransformerTextEncoder(Vocabulary, 3, modelSize: 16, heads: 4, feedForwardSize: 32, layers: 2, dropout: 0.1),
+            _ => throw new ArgumentOutOfRangeException(nameof(name), name, "not one of the script's SEQUENCE_NETS"),
+        };
+        net.eval();
+        return net;
+    }
+
+    /// <summary>Rows of 7, 1 (shorter than the widest kernel), 4 (a padding id inside) and 0 tokens, then padding.</summary>
+    public static Tensor Ids() => tensor(new long[,]
+    {
+        { 5, 3, 7, 1, 49, 2, 11, 0, 0 },
+        { 4, 0, 0, 0, 0, 0, 0, 0, 0 },
+        { 8, 8, 0, 9, 0, 0, 0, 0, 0 },
+        { 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+    });
 }
 
 /// <summary>
@@ -286,6 +344,15 @@ public sealed class OurFiles
         using var _tied = tied;
         StateDict.Save(tied, At("tied.params"), PyTorch);
         result.Outputs["tied"] = Forward(tied, inputs["tied"]);
+
+        var ids = SequenceNets.Ids();
+        TensorIO.Save(ids, At("sequence-ids.pth"), PyTorch);
+        foreach (var name in SequenceNets.Names)
+        {
+            using var net = SequenceNets.Build(name);
+            StateDict.Save(net, At($"{name}.params"), PyTorch);
+            result.Outputs[name] = Forward(net, ids);
+        }
         return result;
     }
 
@@ -301,6 +368,17 @@ public sealed class OurFiles
         using var noGrad = no_grad();
         using var loss = nn.functional.cross_entropy(net.call(x), y);
         return loss.item<float>();
+    }
+}
+
+/// <summary>A theory that needs Debian's python3-torch: skipped or failed as <see cref="PyTorchFactAttribute"/> is.</summary>
+public sealed class PyTorchTheoryAttribute : TheoryAttribute
+{
+    public PyTorchTheoryAttribute()
+    {
+        if (!SystemPython.Required("MLNETGUIDE_REQUIRE_PYTORCH") && SystemPython.With("torch") is null)
+            Skip = "python3-torch is not installed (sudo apt-get install python3-torch): the checks against real PyTorch cannot run. " +
+                "Under CI=true or MLNETGUIDE_REQUIRE_PYTORCH=1 this test fails instead.";
     }
 }
 

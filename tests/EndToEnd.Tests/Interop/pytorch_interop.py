@@ -5,9 +5,11 @@
                                 print {name: {"ok": bool, "error": str, "out": [...]}} as JSON
 
 Outputs are float32 values printed exactly (json writes a float's repr), so C# can compare them within float32 assert_close bounds (atol 1e-5, rtol 1.3e-6).
-Every module here mirrors one in PyTorchInteropTests.cs, parameter name for parameter name.
+Every module here mirrors one in PyTorchInteropTests.cs, parameter name for parameter name; the sequence modules
+(SEQUENCE_NETS) mirror src/Modules/Sequences and run on sequence_ids(), token ids with 0 as padding.
 """
 import json
+import math
 import sys
 import traceback
 
@@ -48,6 +50,115 @@ class Ordered(nn.Module):
         return self.head(torch.relu(self.norm(self.body(x))))
 
 
+# The sequence modules (issue #26): token ids [batch, time], int64, 0 is padding; each mirrors its C# module in
+# src/Modules/Sequences, child for child, and computes the same thing with PyTorch's own nn.Embedding, nn.Conv1d,
+# nn.LSTM, nn.GRU and nn.TransformerEncoderLayer.
+
+def masked_mean(x, mask):
+    """MaskedMeanPooling: the mean over the tokens; a row of padding alone gives zeros."""
+    weights = mask.unsqueeze(-1).to(x.dtype)
+    return (x * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+
+class FastText(nn.Module):
+    def __init__(self, vocabulary, outputs, embedding):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary, embedding, padding_idx=0)
+        self.decoder = nn.Linear(embedding, outputs)
+
+    def forward(self, ids):
+        return self.decoder(masked_mean(self.embedding(ids), ids != 0))
+
+
+class TextCnn(nn.Module):
+    """d2l 16.3's TextCNN with one embedding; windows start on tokens, the row is right-padded by k_max - 1 zeros."""
+
+    def __init__(self, vocabulary, outputs, embedding, kernel_sizes, channels, dropout):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary, embedding, padding_idx=0)
+        self.convs = nn.ModuleList(nn.Conv1d(embedding, c, k) for k, c in zip(kernel_sizes, channels))
+        self.dropout = nn.Dropout(dropout)
+        self.decoder = nn.Linear(sum(channels), outputs)
+        self.widest = max(kernel_sizes)
+
+    def forward(self, ids):
+        time = ids.shape[1]
+        x = self.embedding(ids).transpose(1, 2)
+        mask = (ids != 0).unsqueeze(1).to(x.dtype)
+        x = nn.functional.pad(x * mask, (0, self.widest - 1))
+        encodings = [(torch.relu(conv(x)[:, :, :time]) * mask).amax(2) for conv in self.convs]
+        return self.decoder(self.dropout(torch.cat(encodings, 1)))
+
+
+class BiRnn(nn.Module):
+    """d2l 16.2's BiRNN, each row packed to its last token + 1 (at least 1), pooled by the masked mean."""
+
+    def __init__(self, vocabulary, outputs, cell, embedding, hidden, layers):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary, embedding, padding_idx=0)
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.encoder = rnn(embedding, hidden, layers, batch_first=True, bidirectional=True)
+        self.decoder = nn.Linear(2 * hidden, outputs)
+
+    def forward(self, ids):
+        mask = ids != 0
+        positions = torch.arange(1, ids.shape[1] + 1)
+        lengths = (mask.long() * positions).amax(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lengths, batch_first=True, enforce_sorted=False)
+        states, _ = self.encoder(packed)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=ids.shape[1])
+        return self.decoder(masked_mean(padded, mask))
+
+
+def positional_encoding(time, size):
+    """d2l 11.6.3: P[t, 2j] = sin(t / 10000^(2j/d)), P[t, 2j+1] = cos(...)."""
+    angles = torch.arange(time, dtype=torch.float32).reshape(-1, 1) / torch.tensor(10000.0).pow(
+        torch.arange(0, size, 2, dtype=torch.float32) / size)
+    return torch.stack([angles.sin(), angles.cos()], 2).reshape(time, size)
+
+
+class TransformerText(nn.Module):
+    """d2l 11.7's encoder on nn.TransformerEncoderLayer(batch_first=True) with a key-padding mask; an all-padding
+    row masks nothing (it would be a softmax over nothing) and pools to zeros."""
+
+    def __init__(self, vocabulary, outputs, model, heads, feed_forward, layers, dropout):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary, model, padding_idx=0)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(model, heads, feed_forward, dropout, batch_first=True) for _ in range(layers))
+        self.decoder = nn.Linear(model, outputs)
+        self.model = model
+
+    def forward(self, ids):
+        mask = ids != 0
+        x = self.embedding(ids) * math.sqrt(self.model) + positional_encoding(ids.shape[1], self.model)
+        x = self.dropout(x)
+        key_padding = ~mask & mask.any(1, keepdim=True)
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask=key_padding)
+        return self.decoder(masked_mean(x, mask))
+
+
+# One small net of each kind; PyTorchInteropTests.cs builds the same ones (SequenceNets).
+VOCABULARY = 50
+SEQUENCE_NETS = {
+    "fasttext": lambda: FastText(VOCABULARY, 3, 16),
+    "textcnn": lambda: TextCnn(VOCABULARY, 3, 16, [2, 3, 5], [8, 6, 4], 0.5),
+    "lstm": lambda: BiRnn(VOCABULARY, 3, "lstm", 16, 12, 2),
+    "gru": lambda: BiRnn(VOCABULARY, 3, "gru", 16, 12, 2),
+    "transformer": lambda: TransformerText(VOCABULARY, 3, 16, 4, 32, 2, 0.1),
+}
+
+
+def sequence_ids():
+    """Rows of 7, 1 (shorter than the widest kernel), 4 (a padding id inside), 0 tokens, then padding."""
+    return torch.tensor([[5, 3, 7, 1, 49, 2, 11, 0, 0],
+                         [4, 0, 0, 0, 0, 0, 0, 0, 0],
+                         [8, 8, 0, 9, 0, 0, 0, 0, 0],
+                         [0, 0, 0, 0, 0, 0, 0, 0, 0]])
+
+
 def values(t):
     return t.detach().reshape(-1).tolist()
 
@@ -82,6 +193,13 @@ def save(folder):
     torch.save(ordered.state_dict(), f"{folder}/ordered.params")
     out["ordered"] = values(ordered(inputs["ordered"]))
     out["ordered_keys"] = list(ordered.state_dict().keys())
+
+    torch.save(sequence_ids(), f"{folder}/sequence-ids.pth")
+    for name, build in SEQUENCE_NETS.items():
+        net = build().eval()
+        torch.save(net.state_dict(), f"{folder}/{name}.params")
+        with torch.no_grad():
+            out[name] = values(net(sequence_ids()))
     print(json.dumps(out))
 
 
@@ -156,6 +274,18 @@ def load(folder):
     check("mlp", results, lambda: mlp("mlp", 20))
     check("digits", results, lambda: mlp("digits", 784))
     check("tied", results, tied)
+
+    def sequence(name):
+        net = SEQUENCE_NETS[name]()
+        load_strict(net, f"{folder}/{name}.params")
+        net.eval()
+        ids = torch.load(f"{folder}/sequence-ids.pth")["0"]
+        expect_equal(ids, sequence_ids(), "sequence-ids")
+        with torch.no_grad():
+            return values(net(ids))
+
+    for name in SEQUENCE_NETS:
+        check(name, results, lambda name=name: sequence(name))
     print(json.dumps(results))
 
 
