@@ -7,7 +7,10 @@ namespace MlNetGuide.Estimators;
 internal static class ColumnChecks
 {
     /// <summary>What the feature column must hold (the words every schema error uses).</summary>
-    public const string FeaturesExpected = "a known-size vector of Single";
+    public const string FeaturesExpected = "a known-size vector of Single, or a vector of keys (token ids: TokenizeIntoWords, then MapValueToKey)";
+
+    /// <summary>The most distinct tokens a key column may have: ids travel as float32, exact below 2²⁴.</summary>
+    public const int MaxVocabulary = (1 << 24) - 1;
 
     /// <summary>What the label column must hold for <paramref name="task"/> (the words every schema error uses).</summary>
     public static string LabelExpected(NeuralTask task, string name) => task switch
@@ -32,8 +35,12 @@ internal static class ColumnChecks
         };
     }
 
-    /// <summary>The feature rule: one Single, or a known-size vector of Single.</summary>
-    public static bool FeaturesFit(Shape c) => c.ItemType == NumberDataViewType.Single && !c.IsKey && c.Kind != SchemaShape.Column.VectorKind.VariableVector;
+    /// <summary>The feature rule: one Single, a known-size vector of Single, or a vector (of any length) of keys.</summary>
+    public static bool FeaturesFit(Shape c) =>
+        (c.ItemType == NumberDataViewType.Single && !c.IsKey && c.Kind != SchemaShape.Column.VectorKind.VariableVector) || IsTokens(c);
+
+    /// <summary>A token column: a vector of keys, known-size or not (what TokenizeIntoWords + MapValueToKey make).</summary>
+    public static bool IsTokens(Shape c) => c.IsKey && c.Kind != SchemaShape.Column.VectorKind.Scalar;
 
     /// <summary>The label rule for <paramref name="task"/>: a key (multiclass), a Boolean (binary) or a Single (regression), one per row.</summary>
     public static bool LabelFits(NeuralTask task, Shape c) => c.Kind == SchemaShape.Column.VectorKind.Scalar && task switch
@@ -47,18 +54,39 @@ internal static class ColumnChecks
     public static SchemaMismatchException Missing(string name, string expected, IEnumerable<string> available) =>
         new(name, $"a column of type {expected}", $"no such column (the data has {string.Join(", ", available.Select(c => $"'{c}'"))})");
 
-    /// <summary>The feature column: a known-size vector of Single, or one Single.</summary>
-    public static (DataViewSchema.Column column, int width) Features(DataViewSchema schema, string name)
+    /// <summary>
+    /// The feature column: a known-size vector of Single, or one Single — its width; or a token column — its vocabulary
+    /// (the key count + 1: id 0 is padding), and width <paramref name="maxTokens"/>, the slots each row is read into.
+    /// </summary>
+    public static (DataViewSchema.Column column, int width, int vocabulary) Features(DataViewSchema schema, string name, int maxTokens)
     {
         var column = Find(schema, name, FeaturesExpected);
-        if (!FeaturesFit(Shape.Of(column.Type))) throw new SchemaMismatchException(name, FeaturesExpected, Describe(column.Type));
-        return (column, column.Type is VectorDataViewType v ? v.Size : 1);
+        var shape = Shape.Of(column.Type);
+        if (!FeaturesFit(shape))
+            throw new SchemaMismatchException(name, FeaturesExpected, Describe(column.Type) +
+                (column.Type is TextDataViewType or VectorDataViewType { ItemType: TextDataViewType } ? " (text: tokenize it with ml.Transforms.Text.TokenizeIntoWords, then ml.Transforms.Conversion.MapValueToKey)" : ""));
+        if (!IsTokens(shape)) return (column, column.Type is VectorDataViewType v ? v.Size : 1, 0);
+        var key = (KeyDataViewType)((VectorDataViewType)column.Type).ItemType;
+        if (key.Count is 0 or > MaxVocabulary)
+            throw new SchemaMismatchException(name, $"a vector of keys with a known count of at most {MaxVocabulary:N0} tokens", Describe(column.Type));
+        return (column, maxTokens, (int)key.Count + 1);
     }
 
-    /// <summary>Checks that the scoring input's feature column has the width the model was trained on.</summary>
-    public static DataViewSchema.Column Features(DataViewSchema schema, string name, int width)
+    /// <summary>
+    /// Checks that the scoring input's feature column is what the model was trained on: the same width, or, for a token
+    /// column, the same vocabulary (a key column mapped by another MapValueToKey numbers the tokens differently).
+    /// </summary>
+    public static DataViewSchema.Column Features(DataViewSchema schema, string name, int width, int vocabulary)
     {
-        var (column, found) = Features(schema, name);
+        var (column, found, foundVocabulary) = Features(schema, name, width);
+        if (vocabulary > 0 || foundVocabulary > 0)
+        {
+            if (foundVocabulary != vocabulary)
+                throw new SchemaMismatchException(name,
+                    vocabulary > 0 ? $"a vector of keys over the training vocabulary of {vocabulary - 1:N0} tokens (apply the MapValueToKey fitted with the model)" : $"a vector of {width} Single values (the width the model was trained on)",
+                    foundVocabulary > 0 ? $"a vector of keys over {foundVocabulary - 1:N0} tokens" : Describe(column.Type));
+            return column;
+        }
         if (found != width)
             throw new SchemaMismatchException(name, $"a vector of {width} Single values (the width the model was trained on)", $"{found}");
         return column;
@@ -87,9 +115,15 @@ internal static class ColumnChecks
     /// <summary>Reads the current row's features into <paramref name="destination"/>; false when one is NaN or infinite.</summary>
     public delegate bool FeatureRead(Span<float> destination);
 
-    /// <summary>A reader that copies the row and checks it is finite in one pass (see <see cref="FiniteCheck.CopyAll"/>).</summary>
-    public static FeatureRead FeatureReader(DataViewRow row, DataViewSchema.Column column, int width)
+    /// <summary>
+    /// A reader for the feature column: for numbers, it copies the row and checks it is finite in one pass (see
+    /// <see cref="FiniteCheck.CopyAll"/>); for a token column (<paramref name="vocabulary"/> &gt; 0) it writes the first
+    /// <paramref name="width"/> keys as ids (key k as id k, a missing key as 0) and zeros after them: a longer row is cut
+    /// to its first <c>MaxTokens</c> tokens, an empty row is all padding.
+    /// </summary>
+    public static FeatureRead FeatureReader(DataViewRow row, DataViewSchema.Column column, int width, int vocabulary = 0)
     {
+        if (vocabulary > 0) return TokenReader(row, column, width);
         if (column.Type is VectorDataViewType)
         {
             var getter = row.GetGetter<VBuffer<float>>(column);
@@ -117,6 +151,32 @@ internal static class ColumnChecks
             scalar(ref v);
             destination[0] = v;
             return float.IsFinite(v);
+        };
+    }
+
+    private static FeatureRead TokenReader(DataViewRow row, DataViewSchema.Column column, int width)
+    {
+        if (column.Type is not VectorDataViewType)
+            throw new SchemaMismatchException(column.Name, "a vector of keys", Describe(column.Type));
+        var getter = row.GetGetter<VBuffer<uint>>(column);
+        VBuffer<uint> buffer = default;
+        return destination =>
+        {
+            getter(ref buffer);
+            var slots = destination[..width];
+            slots.Clear();
+            var values = buffer.GetValues();
+            if (buffer.IsDense)
+            {
+                int n = Math.Min(width, values.Length);
+                for (int i = 0; i < n; i++) slots[i] = values[i];
+            }
+            else
+            {
+                var indices = buffer.GetIndices();
+                for (int i = 0; i < indices.Length && indices[i] < width; i++) slots[indices[i]] = values[i];
+            }
+            return true;
         };
     }
 
@@ -169,6 +229,7 @@ internal static class ColumnChecks
 
     public static string Describe(DataViewType type) => type switch
     {
+        VectorDataViewType { ItemType: KeyDataViewType kk } v => $"a vector of {(v.Size == 0 ? "unknown size" : v.Size.ToString(System.Globalization.CultureInfo.InvariantCulture))} keys of {kk.Count} values",
         VectorDataViewType v => $"a vector of {(v.Size == 0 ? "unknown size" : v.Size.ToString(System.Globalization.CultureInfo.InvariantCulture))} {v.ItemType.RawType.Name}",
         KeyDataViewType k => $"a key of {k.Count} values",
         _ => type.RawType.Name,

@@ -45,12 +45,19 @@ internal sealed class DataViewBatchSource : IDisposable
         _shard = shard ?? RowShard.All;
         _batchSize = _shard.BatchSize(options.BatchSize);
         _validationFraction = splitValidation ? options.ValidationFraction : 0;
-        (_features, FeatureCount) = ColumnChecks.Features(data.Schema, options.FeatureColumnName);
+        (_features, FeatureCount, Vocabulary) = ColumnChecks.Features(data.Schema, options.FeatureColumnName, options.MaxTokens);
         _label = ColumnChecks.Label(data.Schema, options.LabelColumnName, options.Task, out int classes);
         ClassCount = classes;
     }
 
+    /// <summary>Values per row: the feature width, or for a token column <c>MaxTokens</c> id slots.</summary>
     public int FeatureCount { get; }
+
+    /// <summary>For a token column, the ids (the key count + 1, 0 being padding); 0 for numbers.</summary>
+    public int Vocabulary { get; }
+
+    /// <summary>Whether the feature column holds tokens (a vector of keys).</summary>
+    public bool ReadsTokens => Vocabulary > 0;
 
     /// <summary>Classes for multiclass (the key count), else 0.</summary>
     public int ClassCount { get; }
@@ -368,7 +375,7 @@ internal sealed class DataViewBatchSource : IDisposable
             _source = source;
             var columns = readFeatures ? new[] { source._features, source._label } : [source._label];
             _cursor = source._data.GetRowCursor(columns, random);
-            _features = readFeatures ? ColumnChecks.FeatureReader(_cursor, source._features, source.FeatureCount) : null;
+            _features = readFeatures ? ColumnChecks.FeatureReader(_cursor, source._features, source.FeatureCount, source.Vocabulary) : null;
             _label = ColumnChecks.LabelReader(_cursor, source._label, source._options.Task);
             _id = _cursor.GetIdGetter();
         }

@@ -6,10 +6,18 @@ using static TorchSharp.torch;
 namespace MlNetGuide.Estimators;
 
 /// <summary>What the estimator asks a module factory for: the feature width, the output width and the hidden widths.</summary>
-/// <param name="Inputs">Width of the feature vector.</param>
+/// <param name="Inputs">Width of the feature vector (for a token column: <c>MaxTokens</c>).</param>
 /// <param name="Outputs">Outputs the task needs: classes for multiclass, 1 for binary and regression.</param>
 /// <param name="HiddenWidths">Hidden widths chosen in <see cref="NetworkArchitecture"/> (may be empty).</param>
-public sealed record ModuleRequest(int Inputs, int Outputs, IReadOnlyList<int> HiddenWidths);
+public sealed record ModuleRequest(int Inputs, int Outputs, IReadOnlyList<int> HiddenWidths)
+{
+    /// <summary>
+    /// For a token column (a vector of keys), the ids a sequence module must accept: V = the key count + 1, id 0 being
+    /// padding (and a missing key), key k being id k. The module then gets int64 ids [batch, time] (the contract of
+    /// <c>MlNetGuide.Modules.TextCnn</c> and its kin). 0 for numeric features.
+    /// </summary>
+    public int VocabularySize { get; init; }
+}
 
 /// <summary>
 /// Which network an estimator trains: a built-in (an MLP of given widths, a LazyLinear MLP, the chapter's MLP) or a
@@ -52,6 +60,34 @@ public sealed record NetworkArchitecture
         return new(style == LeNetStyle.Book ? "lenet-book" : "lenet", CheckWidths([channels, height, width]));
     }
 
+    /// <summary>
+    /// fastText (Joulin et al., 2016; d2l 15.x's bag of embeddings): token embeddings of <paramref name="embeddingSize"/>,
+    /// their mean over each row's tokens, one linear layer. Reads a token column (a vector of keys).
+    /// </summary>
+    public static NetworkArchitecture FastText(int embeddingSize = 64) => new("fasttext", CheckWidths([embeddingSize]));
+
+    /// <summary>d2l 16.3's textCNN: embeddings, convolutions of widths 3, 4 and 5 with <paramref name="channels"/> channels each, max over time, dropout 0.5. Reads a token column.</summary>
+    public static NetworkArchitecture TextCnn(int embeddingSize = 100, int channels = 100) => new("textcnn", CheckWidths([embeddingSize, channels]));
+
+    /// <summary>d2l 16.2's bidirectional LSTM over embeddings, mean-pooled over each row's tokens. Reads a token column.</summary>
+    public static NetworkArchitecture BiLstm(int embeddingSize = 100, int hiddenSize = 100, int layers = 1) => new("bilstm", CheckWidths([embeddingSize, hiddenSize, layers]));
+
+    /// <summary>A bidirectional GRU over embeddings, mean-pooled over each row's tokens. Reads a token column.</summary>
+    public static NetworkArchitecture BiGru(int embeddingSize = 100, int hiddenSize = 100, int layers = 1) => new("bigru", CheckWidths([embeddingSize, hiddenSize, layers]));
+
+    /// <summary>
+    /// d2l 11.7's Transformer encoder: embeddings × √d plus sinusoidal positions, <paramref name="layers"/> encoder layers
+    /// (multi-head attention with the padding masked, add &amp; norm, feed-forward), mean over each row's tokens. Reads a token column.
+    /// </summary>
+    public static NetworkArchitecture TransformerEncoder(int modelSize = 128, int heads = 4, int feedForwardSize = 256, int layers = 2)
+    {
+        if (modelSize % Math.Max(1, heads) != 0) throw new ArgumentException($"modelSize ({modelSize}) must be a multiple of heads ({heads}).", nameof(heads));
+        return new("transformer", CheckWidths([modelSize, heads, feedForwardSize, layers]));
+    }
+
+    /// <summary>Whether this architecture reads token ids (a vector of keys) rather than numbers.</summary>
+    public bool ReadsTokens => Kind is Family.FastText or Family.TextCnn or Family.BiLstm or Family.BiGru or Family.Transformer;
+
     /// <summary>A module registered with <see cref="NeuralModuleRegistry.Register"/> under <paramref name="name"/>.</summary>
     public static NetworkArchitecture Custom(string name, params int[] hiddenWidths)
     {
@@ -68,13 +104,21 @@ public sealed record NetworkArchitecture
     }
 
     /// <summary>The built-in families; everything else is a registered module.</summary>
-    private enum Family { Mlp, LazyMlp, ChapterMlp, LeNet, LeNetBook, Registered }
+    private enum Family { Mlp, LazyMlp, ChapterMlp, LeNet, LeNetBook, FastText, TextCnn, BiLstm, BiGru, Transformer, Registered }
 
     /// <summary>The one map from a built-in name to what it builds (names are what configs and zips store).</summary>
     private static readonly Dictionary<string, Family> BuiltInNames = new()
     {
         ["mlp"] = Family.Mlp, ["lazy-mlp"] = Family.LazyMlp, ["chapter-mlp"] = Family.ChapterMlp,
         ["lenet"] = Family.LeNet, ["lenet-book"] = Family.LeNetBook,
+        ["fasttext"] = Family.FastText, ["textcnn"] = Family.TextCnn, ["bilstm"] = Family.BiLstm, ["bigru"] = Family.BiGru,
+        ["transformer"] = Family.Transformer,
+    };
+
+    /// <summary>How many sizes each text family's config holds.</summary>
+    private static readonly Dictionary<Family, int> TextSizes = new()
+    {
+        [Family.FastText] = 1, [Family.TextCnn] = 2, [Family.BiLstm] = 3, [Family.BiGru] = 3, [Family.Transformer] = 4,
     };
 
     internal static IReadOnlyCollection<string> BuiltIns => BuiltInNames.Keys;
@@ -87,30 +131,51 @@ public sealed record NetworkArchitecture
         var kind = BuiltInNames.GetValueOrDefault(name, Family.Registered);
         if (kind is Family.LeNet or Family.LeNetBook && widths.Length != 3)
             throw new ArgumentException($"a LeNet config needs the image shape (C, H, W); found [{string.Join(", ", widths)}]");
+        if (TextSizes.TryGetValue(kind, out int sizes) && widths.Length != sizes)
+            throw new ArgumentException($"a {name} config needs {sizes} sizes; found [{string.Join(", ", widths)}]");
         return kind switch
         {
             Family.Mlp => Mlp(widths),
             Family.LazyMlp => LazyMlp(widths),
             Family.ChapterMlp => ChapterMlp(),
             Family.LeNet or Family.LeNetBook => LeNet(widths[0], widths[1], widths[2], LeNetStyleOf(kind)),
+            Family.FastText => FastText(widths[0]),
+            Family.TextCnn => TextCnn(widths[0], widths[1]),
+            Family.BiLstm => BiLstm(widths[0], widths[1], widths[2]),
+            Family.BiGru => BiGru(widths[0], widths[1], widths[2]),
+            Family.Transformer => TransformerEncoder(widths[0], widths[1], widths[2], widths[3]),
             _ => Custom(name, widths),
         };
     }
 
     private static LeNetStyle LeNetStyleOf(Family kind) => kind == Family.LeNetBook ? LeNetStyle.Book : LeNetStyle.Modern;
 
-    /// <summary>Builds a fresh, untrained module for the request.</summary>
-    internal nn.Module<Tensor, Tensor> Build(int inputs, int outputs)
+    /// <summary>
+    /// Builds a fresh, untrained module for the request. For a token column (<paramref name="vocabularySize"/> &gt; 0)
+    /// the module reads int64 ids and is wrapped in <see cref="TokenIdsInput"/>, which feeds it each batch's slots.
+    /// </summary>
+    internal nn.Module<Tensor, Tensor> Build(int inputs, int outputs, int vocabularySize = 0)
     {
-        var request = new ModuleRequest(inputs, outputs, HiddenWidths);
-        return Kind switch
+        var request = new ModuleRequest(inputs, outputs, HiddenWidths) { VocabularySize = vocabularySize };
+        if (ReadsTokens && vocabularySize == 0)
+            throw new ArgumentException($"{this} reads token ids: its feature column must be a vector of keys (e.g. TokenizeIntoWords, then MapValueToKey); this one holds {inputs} numbers.");
+        if (!ReadsTokens && Kind != Family.Registered && vocabularySize > 0)
+            throw new ArgumentException($"{this} reads numbers, and the feature column holds token keys (a vocabulary of {vocabularySize - 1}): choose a text network (NetworkArchitecture.FastText, TextCnn, BiLstm, BiGru, TransformerEncoder) or register your own sequence module.");
+        var w = HiddenWidths;
+        nn.Module<Tensor, Tensor> module = Kind switch
         {
             Family.Mlp => BuildMlp(request, lazy: false),
             Family.LazyMlp => BuildMlp(request, lazy: true),
-            Family.ChapterMlp => new MLP(HiddenWidths[0], outputs),
+            Family.ChapterMlp => new MLP(w[0], outputs),
             Family.LeNet or Family.LeNetBook => BuildLeNet(inputs, outputs),
+            Family.FastText => new FastTextClassifier(vocabularySize, outputs, w[0]),
+            Family.TextCnn => new TextCnn(vocabularySize, outputs, w[0], channels: [w[1], w[1], w[1]]),
+            Family.BiLstm => new BiRnnEncoder(vocabularySize, outputs, RecurrentCell.Lstm, w[0], w[1], w[2]),
+            Family.BiGru => new BiRnnEncoder(vocabularySize, outputs, RecurrentCell.Gru, w[0], w[1], w[2]),
+            Family.Transformer => new TransformerTextEncoder(vocabularySize, outputs, w[0], w[1], w[2], w[3]),
             _ => NeuralModuleRegistry.Create(Name, request),
         };
+        return vocabularySize > 0 ? new TokenIdsInput(module) : module;
     }
 
     private LeNet BuildLeNet(int inputs, int outputs)
@@ -129,8 +194,13 @@ public sealed record NetworkArchitecture
     /// uses a width holds at least that many elements). A loader compares it with the weights a file holds before it
     /// builds the module a file's config describes.
     /// </summary>
-    internal long MinimumParameterBytes(int inputs, int outputs)
+    internal long MinimumParameterBytes(int inputs, int outputs, int vocabularySize = 0)
     {
+        if (ReadsTokens) // at least the embedding table: V × the first size (d)
+        {
+            try { return checked((long)vocabularySize * HiddenWidths[0] * sizeof(float)); }
+            catch (OverflowException) { return long.MaxValue; }
+        }
         if (Kind is Family.Mlp or Family.LazyMlp or Family.ChapterMlp)
         {
             try
@@ -153,7 +223,7 @@ public sealed record NetworkArchitecture
             try { return checked(Modules.LeNet.ParameterCount(outputs, HiddenWidths[0], HiddenWidths[1], HiddenWidths[2]) * sizeof(float)); }
             catch (OverflowException) { return long.MaxValue; }
         }
-        return Math.Max(Math.Max(inputs, outputs), HiddenWidths.Count == 0 ? 0 : HiddenWidths.Max());
+        return Math.Max(Math.Max(Math.Max(inputs, outputs), vocabularySize), HiddenWidths.Count == 0 ? 0 : HiddenWidths.Max());
     }
 
     private static nn.Module<Tensor, Tensor> BuildMlp(ModuleRequest r, bool lazy)

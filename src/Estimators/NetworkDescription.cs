@@ -22,6 +22,8 @@ internal sealed class NetworkDescription
         public string? ProbabilityColumn { get; set; }
         public string? PredictedLabelColumn { get; set; }
         public int FeatureCount { get; set; }
+        /// <summary>For a network over a token column, its ids (key count + 1); 0 (absent in older files) for numbers.</summary>
+        public int Vocabulary { get; set; }
         public int Outputs { get; set; }
         public string Architecture { get; set; } = "";
         public int[] HiddenWidths { get; set; } = [];
@@ -41,6 +43,7 @@ internal sealed class NetworkDescription
             ProbabilityColumn = s.ProbabilityColumn,
             PredictedLabelColumn = s.PredictedLabelColumn,
             FeatureCount = s.FeatureCount,
+            Vocabulary = s.Vocabulary,
             Outputs = s.Outputs,
             Architecture = t.Architecture.Name,
             HiddenWidths = t.Architecture.HiddenWidths.ToArray(),
@@ -74,7 +77,7 @@ internal sealed class NetworkDescription
         var config = this;
         if (!Enum.TryParse<NeuralTask>(config.Task, out var task))
             throw new ModelFormatException($"{source}: unknown task '{config.Task}'.");
-        if (config.FeatureCount <= 0 || config.Outputs <= 0 || config.ScoringBatchSize is <= 0 or > MaxScoringBatchSize
+        if (config.FeatureCount <= 0 || config.Outputs <= 0 || config.Vocabulary is < 0 or > ColumnChecks.MaxVocabulary + 1 || config.ScoringBatchSize is <= 0 or > MaxScoringBatchSize
             || config.HiddenWidths is null || config.HiddenWidths.Any(w => w <= 0))
             throw new ModelFormatException(
                 $"{source}: invalid sizes in {configName} (features {config.FeatureCount}, outputs {config.Outputs}, hidden [{string.Join(", ", config.HiddenWidths ?? [])}], " +
@@ -88,20 +91,20 @@ internal sealed class NetworkDescription
         var architecture = NetworkArchitecture.FromConfig(config.Architecture, config.HiddenWidths);
         // Before building anything: the network must fit in the weights the file holds (a module's parameters are at
         // least as large as any width it was asked for), and the weights and the network must fit in the budget.
-        long needed = architecture.MinimumParameterBytes(config.FeatureCount, config.Outputs);
+        long needed = architecture.MinimumParameterBytes(config.FeatureCount, config.Outputs, config.Vocabulary);
         if (needed > weightBytes)
             throw new ModelFormatException(
                 $"{source}: architecture {architecture} for {config.FeatureCount} features and {config.Outputs} outputs needs at least {needed:N0} bytes of weights; " +
                 $"{weightsName} holds {weightBytes:N0}.");
         budget.Charge(weightBytes, weightsName);
         budget.Charge(weightBytes, $"the network built for {weightsName}");
-        var module = architecture.Build(config.FeatureCount, config.Outputs);
+        var module = architecture.Build(config.FeatureCount, config.Outputs, config.Vocabulary);
         try
         {
             loadWeights(module);
             if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
             var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,
-                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues);
+                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues, config.Vocabulary);
             return new NeuralNetworkTransformer(scorer, architecture, config.ScoringBatchSize);
         }
         catch (StateDictMismatchException ex)

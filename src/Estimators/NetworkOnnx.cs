@@ -33,7 +33,11 @@ internal static class NetworkOnnx
     private const string LabelColumn = "Label";
 
     /// <summary>Why the network cannot be written as ONNX, naming the module type and the way out; null when it can.</summary>
-    public static string? Refusal(NeuralNetworkTransformer t) => OnnxExporter.Refusal(t.Scorer.Module, t.FeatureCount);
+    public static string? Refusal(NeuralNetworkTransformer t) => t.VocabularySize > 0
+        ? $"The network reads the token column '{t.FeatureColumnName}' (a variable-length vector of keys over {t.VocabularySize - 1:N0} tokens), and ML.NET's " +
+          "OnnxTransformer takes only known-size vectors, so mlContext.Model.Save cannot write it as a plain ML.NET zip yet. " +
+          "Save it with NeuralModel.Save(mlContext, model, schema, path) and load it with NeuralModel.Load, which rebuilds it bit for bit."
+        : OnnxExporter.Refusal(t.Scorer.Module, t.FeatureCount);
 
     /// <summary>The per-row graph ML.NET runs (see <see cref="ScoringModel"/>), as bytes.</summary>
     public static byte[] ScoringGraph(NeuralNetworkTransformer t) => ScoringModel(t).ToByteArray();

@@ -167,7 +167,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         // The Trainer's own task modules (d2l's Classifier, and its binary and regression kin): their losses and validation
         // metrics; no board, and the training loss from the Trainer's per-step record. Disposed after Fit, once the network
         // is taken back, so the transformer holds nothing of the training run but its History.
-        Func<nn.Module<Tensor, Tensor>> build = () => o.Architecture.Build(source.FeatureCount, outputs);
+        Func<nn.Module<Tensor, Tensor>> build = () => o.Architecture.Build(source.FeatureCount, outputs, source.Vocabulary);
         TrainableModule objective = o.Task switch
         {
             NeuralTask.MulticlassClassification => new Classifier(build, o.LearningRate) { DrawsBoard = false, PlotsTrainingLoss = false },
@@ -183,7 +183,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             if (initialModel is null)
                 o.Init?.WithSeed(seed).Apply(objective.Net);
             else
-                WarmStart(objective.Net, initialModel, o, source.FeatureCount, outputs);
+                WarmStart(objective.Net, initialModel, o, source.FeatureCount, outputs, source.Vocabulary);
             objective.OptimizerFactory = o.Optimizer switch
             {
                 OptimizerKind.Adam => (ps, lr) => new Adam(ps, lr, weightDecay: o.WeightDecay),
@@ -206,15 +206,19 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             {
                 if (looked) return;
                 looked = true;
-                if (FitWarnings.FarFromUnitScale(x, o.FeatureColumnName) is { } warning) ch.Warning(MessageSensitivity.None, warning);
+                if (!source.ReadsTokens && FitWarnings.FarFromUnitScale(x, o.FeatureColumnName) is { } warning) ch.Warning(MessageSensitivity.None, warning);
                 constantLoss = FitWarnings.ConstantLoss(o.Task, y, outputs);
             }
             if (source.InMemory) Look(source.MemoryTrain![0], source.MemoryTrain[1]);
-            using var memoryData = source.InMemory && streamedVal is null ? new TensorDataModule(source.MemoryTrain!, source.BatchSize, memoryVal, seed) : null;
-            DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(() => FirstBatchSeen(source.Train(running?.Epoch ?? 0), source.InMemory ? null : Look), source.TrainBatches,
+            using var memoryData = source.InMemory && streamedVal is null && !source.ReadsTokens ? new TensorDataModule(source.MemoryTrain!, source.BatchSize, memoryVal, seed) : null;
+            // Token rows in memory: batches of similar lengths (each trimmed to its longest row by TokenIdsInput).
+            var bucketed = source.InMemory && streamedVal is null && source.ReadsTokens ? new LengthBuckets(source.MemoryTrain!, source.BatchSize, seed) : null;
+            DataModule data = memoryData ?? (DataModule?)(bucketed is null ? null : new EnumerableDataModule(() => bucketed.Epoch(running?.Epoch ?? 0), bucketed.Count,
+                memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, source.BatchSize), Math.Max(1, source.ValBatches))) ?? new EnumerableDataModule(() => FirstBatchSeen(source.Train(running?.Epoch ?? 0), source.InMemory ? null : Look), source.TrainBatches,
                 streamedVal ?? (memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, source.BatchSize)), valBatches);
             ch.Info(MessageSensitivity.None,
-                $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of {source.FeatureCount} features " +
+                $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of " +
+                (source.ReadsTokens ? $"up to {source.FeatureCount} tokens over a vocabulary of {source.Vocabulary - 1:N0} " : $"{source.FeatureCount} features ") +
                 (memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
                 $"{o.Epochs} epochs, batch {o.BatchSize}{(ranks.Size > 1 ? $" ({source.BatchSize} on each of {ranks.Size} ranks; this is rank {ranks.Rank})" : "")}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}, {get_num_threads()} thread(s).");
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
@@ -236,7 +240,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         {
             var device = devices.Count > 0 ? devices[0] : CPU;
             var scorer = new NeuralScorer(o.Task, net, device, source.FeatureCount, outputs, o.FeatureColumnName,
-                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues);
+                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues, source.Vocabulary);
             return new NeuralNetworkTransformer(scorer, o.Architecture, o.ScoringBatchSize, history);
         }
         catch
@@ -246,11 +250,13 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         }
     }
 
-    private static void WarmStart(nn.Module net, NeuralNetworkTransformer initial, NeuralNetworkOptions o, int features, int outputs)
+    private static void WarmStart(nn.Module net, NeuralNetworkTransformer initial, NeuralNetworkOptions o, int features, int outputs, int vocabulary)
     {
         var (a, b) = (initial.Architecture, o.Architecture);
         if (a.Name != b.Name || !a.HiddenWidths.SequenceEqual(b.HiddenWidths))
             throw new ArgumentException($"The initial model is {a}; these options train {b}. Warm start needs the same architecture.", nameof(initial));
+        if (initial.VocabularySize != vocabulary)
+            throw new SchemaMismatchException(o.FeatureColumnName, $"the initial model's vocabulary of {initial.VocabularySize - 1} tokens", $"{vocabulary - 1} tokens in this data");
         if (initial.Task != o.Task || initial.FeatureCount != features || initial.OutputCount != outputs)
             throw new SchemaMismatchException(o.FeatureColumnName,
                 $"the initial model's {initial.Task} with {initial.FeatureCount} features and {initial.OutputCount} outputs",

@@ -160,6 +160,13 @@ public abstract class NeuralNetworkOptions
     /// </summary>
     public Distribution Distribution { get; set; } = Distribution.Auto;
 
+    /// <summary>
+    /// For a token column (a vector of keys, e.g. <c>TokenizeIntoWords</c> then <c>MapValueToKey</c>): the tokens of a
+    /// row a network reads, the first ones; a longer row is cut, a shorter one padded (each batch only to its longest
+    /// row). Default 256. Ignored for numeric features.
+    /// </summary>
+    public int MaxTokens { get; set; } = 256;
+
     /// <summary>Rows per forward pass when scoring with Transform. Default 512.</summary>
     public int ScoringBatchSize { get; set; } = 512;
 
@@ -194,6 +201,7 @@ public abstract class NeuralNetworkOptions
         ArgumentOutOfRangeException.ThrowIfNegative(NumGpus, nameof(NumGpus));
         ArgumentOutOfRangeException.ThrowIfNegative(InMemoryLimitMB, nameof(InMemoryLimitMB)); // 0 streams every epoch
         if (NumberOfThreads is { } threads) ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threads, nameof(NumberOfThreads));
+        if (MaxTokens is < 1 or > 65536) throw new ArgumentOutOfRangeException(nameof(MaxTokens), MaxTokens, "must be between 1 and 65,536 tokens");
         if (!Enum.IsDefined(Distribution)) throw new ArgumentOutOfRangeException(nameof(Distribution), Distribution, "not a Distribution");
         LearningRates.Check(LearningRate, nameof(LearningRate));
         if (!(Momentum >= 0 && Momentum < 1))

@@ -34,8 +34,11 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     /// <summary>The task the network was trained for.</summary>
     public NeuralTask Task => _scorer.Task;
 
-    /// <summary>Width of the feature vector the network takes.</summary>
+    /// <summary>Width of the feature vector the network takes (for a token column: the slots of <c>MaxTokens</c> ids).</summary>
     public int FeatureCount => _scorer.FeatureCount;
+
+    /// <summary>For a network over a token column, its vocabulary: the key count + 1 (id 0 is padding); 0 for numeric features.</summary>
+    public int VocabularySize => _scorer.Vocabulary;
 
     /// <summary>Outputs per row of the network: classes for multiclass, else 1.</summary>
     public int OutputCount => _scorer.Outputs;
@@ -53,8 +56,10 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     /// <summary>The feature column the network reads.</summary>
     public string FeatureColumnName => _scorer.FeatureColumn;
 
-    /// <summary>The feature column's type: a vector of <see cref="FeatureCount"/> Single values.</summary>
-    public DataViewType FeatureColumnType => new VectorDataViewType(NumberDataViewType.Single, FeatureCount);
+    /// <summary>The feature column's type: a vector of <see cref="FeatureCount"/> Single values, or for a token column a vector of keys over the vocabulary.</summary>
+    public DataViewType FeatureColumnType => VocabularySize > 0
+        ? new VectorDataViewType(new KeyDataViewType(typeof(uint), VocabularySize - 1))
+        : new VectorDataViewType(NumberDataViewType.Single, FeatureCount);
 
     /// <summary>
     /// Per-epoch training metrics (plain numbers: training and validation loss, accuracy, learning rate, time); null for
@@ -95,7 +100,7 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         var scorer = Scorer;
-        ColumnChecks.Features(inputSchema, scorer.FeatureColumn, scorer.FeatureCount);
+        ColumnChecks.Features(inputSchema, scorer.FeatureColumn, scorer.FeatureCount, scorer.Vocabulary);
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
         scorer.AddOutputColumns(builder);
@@ -135,11 +140,18 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     /// <summary>
     /// Writes the network as a standalone ONNX model, for scoring outside ML.NET: input [batch, features] named after
     /// the feature column; output Score (softmax probabilities for multiclass, the raw value otherwise) and, for binary,
-    /// Probability. The metadata holds the network's config; the initializers its state dict under its keys.
+    /// Probability. A network over a token column is written as its sequence module's graph instead: int64 token ids
+    /// [batch, time] in (key k as id k, 0 for padding), logits out. The metadata holds the network's config; the initializers its state dict under its keys.
     /// </summary>
     public void ExportOnnx(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Scorer.Module is TokenIdsInput tokens)
+        {
+            // A token network: the sequence module's own graph, int64 ids [batch, time] in (0 is padding), logits out.
+            MlNetGuide.Modules.Onnx.OnnxExporter.SaveTokenSequences(tokens.Net, path);
+            return;
+        }
         var bytes = Google.Protobuf.MessageExtensions.ToByteArray(NetworkOnnx.StandaloneGraph(this));
         AtomicFile.Write(path, s => s.Write(bytes));
     }

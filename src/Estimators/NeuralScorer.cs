@@ -24,8 +24,9 @@ internal sealed class ResultRow
 internal sealed class NeuralScorer : IDisposable
 {
     public NeuralScorer(NeuralTask task, nn.Module<Tensor, Tensor> module, Device device, int featureCount, int outputs,
-        string featureColumn, string scoreColumn, string? probabilityColumn, string? predictedLabelColumn, KeyValues? keyValues)
+        string featureColumn, string scoreColumn, string? probabilityColumn, string? predictedLabelColumn, KeyValues? keyValues, int vocabulary = 0)
     {
+        Vocabulary = vocabulary;
         Task = task;
         Module = module;
         Device = device;
@@ -43,6 +44,12 @@ internal sealed class NeuralScorer : IDisposable
     public nn.Module<Tensor, Tensor> Module { get; }
     public Device Device { get; }
     public int FeatureCount { get; }
+
+    /// <summary>For a network over a token column: its ids (the key count + 1); 0 for numeric features.</summary>
+    public int Vocabulary { get; }
+
+    /// <summary>Reads the feature column of <paramref name="row"/> as this network's input rows are laid out.</summary>
+    public ColumnChecks.FeatureRead FeatureReader(DataViewRow row) => ColumnChecks.FeatureReader(row, row.Schema[FeatureColumn], FeatureCount, Vocabulary);
     public int Outputs { get; }
     public string FeatureColumn { get; }
     public string ScoreColumn { get; }

@@ -80,7 +80,7 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             _active = active;
             _scorer = scorer;
             _batchSize = batchSize;
-            _readFeatures = ColumnChecks.FeatureReader(input, input.Schema[scorer.FeatureColumn], scorer.FeatureCount);
+            _readFeatures = scorer.FeatureReader(input);
             _passThrough = passThrough.ToDictionary(c => c.Index, c => RowBuffer.For(input, c, batchSize));
             _inputId = input.GetIdGetter();
             _ids = new DataViewRowId[batchSize];
@@ -293,7 +293,7 @@ internal sealed class NeuralRowMapper(DataViewSchema inputSchema, DataViewSchema
         {
             // PredictionEngine reuses one row object and changes the input under it. Re-reading the features is cheap
             // next to a forward pass, so score again only when they changed (NaN-safe bitwise comparison).
-            _read ??= ColumnChecks.FeatureReader(_input, _input.Schema[_scorer.FeatureColumn], _scorer.FeatureCount);
+            _read ??= _scorer.FeatureReader(_input);
             var x = NeuralScorer.Rows(_features);
             bool finite = _read(x);
             if (_scored && x.SequenceEqual(_lastX)) return;
