@@ -64,6 +64,9 @@ internal sealed class DataViewBatchSource : IDisposable
 
     public DataViewSchema.Column LabelColumn => _label;
 
+    /// <summary>The rows the data view says it has (all ranks'), or null when it does not know.</summary>
+    public long? ViewRowCount => _data.GetRowCount();
+
     public long TrainRows { get; private set; }
     public long ValRows { get; private set; }
     public long SkippedRows { get; private set; }
@@ -175,8 +178,9 @@ internal sealed class DataViewBatchSource : IDisposable
         (TrainRows, ValRows, SkippedRows) = (train, val, skipped);
     }
 
-    private static ArgumentException Empty(long skipped) => new(
-        skipped > 0 ? $"Every one of the {skipped} rows has non-finite features; nothing is left to train on."
+    private ArgumentException Empty(long skipped) => new(
+        _shard.Size > 1 ? $"Rank {_shard.Rank} of {_shard.Size} received no training row (rows are shared among ranks by a hash of their id{(skipped > 0 ? $"; {skipped} of its rows had non-finite features" : "")}): the data is too small for {_shard.Size} ranks; use fewer."
+        : skipped > 0 ? $"Every one of the {skipped} rows has non-finite features; nothing is left to train on."
                     : "The training data is empty (or the validation fraction took every row).", "data");
 
     private SchemaMismatchException NonFinite(long position) =>
@@ -428,20 +432,4 @@ internal sealed class DataViewBatchSource : IDisposable
     }
 
     private static int HashCode32(int a, int b) => unchecked(a * 486187739 + b * 16777619 + 0x2545F491);
-}
-
-/// <summary>
-/// Which rows a rank trains on: those whose seeded hash of the row id falls in its 1/<see cref="Size"/> of [0, 1), so the
-/// split depends neither on row order nor on how the rows are read; and its share of every step's batch.
-/// </summary>
-internal sealed record RowShard(int Rank, int Size)
-{
-    /// <summary>One rank with every row.</summary>
-    public static readonly RowShard All = new(0, 1);
-
-    /// <summary>Whether a row whose hash is <paramref name="unit"/> (in [0, 1)) is this rank's.</summary>
-    public bool Owns(double unit) => Math.Min(Size - 1, (int)(unit * Size)) == Rank;
-
-    /// <summary>Rows this rank contributes to a step of <paramref name="globalBatch"/> rows: its share, rounded up.</summary>
-    public int BatchSize(int globalBatch) => (globalBatch + Size - 1) / Size;
 }

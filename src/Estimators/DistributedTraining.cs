@@ -22,15 +22,18 @@ public static class DistributedTraining
 
     /// <summary>
     /// <c>mlContext.Model.Save</c> on rank 0 only, written to a temporary file beside <paramref name="path"/> and renamed
-    /// over it, so no reader ever sees half a zip; every rank returns once the file is complete. Call it on every rank.
-    /// If rank 0 cannot write it, the job ends on every rank with rank 0's error.
+    /// over it, so no reader ever sees half a zip; every rank returns once the file is complete. Call it on every rank
+    /// (a rank that skips it leaves the others waiting forever). If rank 0 cannot write it, the job ends on every rank
+    /// with rank 0's error. Pass the <paramref name="distribution"/> the model was trained with: under
+    /// <see cref="Distribution.SingleProcess"/> every process saves its own model (name the paths apart).
     /// </summary>
-    public static void SaveOnRankZero(this ModelOperationsCatalog catalog, ITransformer model, DataViewSchema inputSchema, string path)
+    public static void SaveOnRankZero(this ModelOperationsCatalog catalog, ITransformer model, DataViewSchema inputSchema, string path,
+        Distribution distribution = Distribution.Auto)
     {
         ArgumentNullException.ThrowIfNull(catalog);
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var ranks = Collectives.For(Distribution.Auto);
+        var ranks = Collectives.For(distribution);
         if (ranks.Rank == 0)
         {
             try

@@ -221,6 +221,8 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
                 (source.ReadsTokens ? $"up to {source.FeatureCount} tokens over a vocabulary of {source.Vocabulary - 1:N0} " : $"{source.FeatureCount} features ") +
                 (memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
                 $"{o.Epochs} epochs, batch {o.BatchSize}{(ranks.Size > 1 ? $" ({source.BatchSize} on each of {ranks.Size} ranks; this is rank {ranks.Rank})" : "")}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}, {get_num_threads()} thread(s).");
+            // Ranks start from rank 0's broadcast weights; their dropout masks should differ, as their rows do.
+            if (ranks.Size > 1) manual_seed(seed + 7919L * ranks.Rank);
             using (var trainer = new Trainer(o.Epochs, devices, o.GradientClipVal, m => ch.Info(MessageSensitivity.None, m))
                    { EarlyStopping = o.EarlyStopping, AccumulateGradBatches = o.GradientAccumulationSteps, CheckAlive = MlNetInternals.CheckAlive(host), Ranks = ranks })
             {
@@ -277,6 +279,8 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             ("classes", source.ClassCount.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             ("label key values", keyValues is null ? "none" : string.Join(", ", keyValues.Values)),
             ("seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            // Every rank reads the same rows and keeps its share: data split into a file per rank would be split again.
+            ("rows in the data view", source.ViewRowCount is long n ? n.ToString(System.Globalization.CultureInfo.InvariantCulture) : "unknown"),
         };
         string[] free = [nameof(o.FeatureColumnName), nameof(o.LabelColumnName), nameof(o.ScoreColumnName), nameof(o.EpochCompleted),
             nameof(o.CancellationToken), nameof(o.NumberOfThreads), nameof(o.ScoringBatchSize), nameof(o.Seed), "ProbabilityColumn", "PredictedLabelColumn"];

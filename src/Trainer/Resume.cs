@@ -14,7 +14,10 @@ internal sealed class Resume
 {
     private readonly Checkpoint.Contents _contents;
 
-    private Resume(string path, Checkpoint.Contents contents) => (Path, _contents) = (path, contents);
+    private Resume(string path, Checkpoint.Contents contents, string digest) => (Path, _contents, Digest) = (path, contents, digest);
+
+    /// <summary>The first 16 hex digits of the file's SHA-256: what ranks compare before resuming together.</summary>
+    public string Digest { get; }
 
     /// <summary>The checkpoint's file.</summary>
     public string Path { get; }
@@ -27,8 +30,13 @@ internal sealed class Resume
     /// of <paramref name="stepsPerEpoch"/> optimizer steps; null when <paramref name="path"/> is null (a fresh Fit).
     /// </summary>
     /// <exception cref="ModelFormatException">The file is not a readable checkpoint of this trainer.</exception>
-    public static Resume? Read(string? path, int maxEpochs, int stepsPerEpoch) =>
-        path is null ? null : new Resume(path, Checkpoint.Read(path, maxEpochs, stepsPerEpoch));
+    public static Resume? Read(string? path, int maxEpochs, int stepsPerEpoch)
+    {
+        if (path is null) return null;
+        var contents = Checkpoint.Read(path, maxEpochs, stepsPerEpoch);
+        using var file = File.OpenRead(path);
+        return new Resume(path, contents, Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(file))[..16]);
+    }
 
     /// <summary>Loads the checkpoint's weights into the model (all or nothing; a lazy model is materialized from them).</summary>
     public void LoadWeights(TrainableModule model) => Checkpoint.LoadWeights(_contents, model, Path);

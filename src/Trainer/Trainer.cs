@@ -223,6 +223,7 @@ public sealed class Trainer : IDisposable
         ArgumentNullException.ThrowIfNull(data);
         try
         {
+            using var gate = Sync.IsActive ? Sync.EnterFit() : null; // one distributed Fit at a time per process
             return FitAllEpochs(model, data, resumeFrom, cancellationToken);
         }
         catch (Exception e)
@@ -265,6 +266,7 @@ public sealed class Trainer : IDisposable
         }
         if (best.Restore(model))
             Log?.Invoke($"restored the weights of epoch {best.Epoch} ({EarlyStopping!.Monitor} {best.Value:F4}).");
+        Sync.Broadcast(model.Net); // parameters are alike already; buffers (running statistics) are each rank's own until here
         history.BestEpoch = best.Epoch;
         return history;
     }
@@ -282,7 +284,7 @@ public sealed class Trainer : IDisposable
         {
             resume?.LoadWeights(model);
             model.EnsureInitialized();
-            Sync.Agree(this, model);
+            Sync.Agree(this, model, resume);
             Sync.Broadcast(model.Net); // every rank starts from rank 0's weights
             _dataParallel.Broadcast(model.Net); // and every replica from the (loaded, broadcast) primary's
             EnsureModelOnDevice(model); // once: PrepareBatch then puts every batch on the same device
@@ -373,11 +375,17 @@ public sealed class Trainer : IDisposable
         model.train();
         using var accumulation = new GradientAccumulation(AccumulateGradBatches, NumTrainBatches);
         double windowRows = 0, windowGlobalRows = 0; // this window's rows here and on all ranks (for the ranks' gradient mean)
-        foreach (var raw in Sync.IsActive ? PadToAgreedSteps(loader) : loader)
+        foreach (var taken in Sync.IsActive ? PadToAgreedSteps(loader) : loader)
         {
             // raw is null only with several ranks, for a step this rank has no batch for: it still takes part.
-            if (raw is not null) StopIfAsked(raw, cancellationToken);
-            else CheckStop(cancellationToken);
+            var raw = taken;
+            Exception? stop = null; // with several ranks, a stop is shared at this step's loss reduction, so every rank stops here
+            if (!Sync.IsActive) StopIfAsked(raw!, cancellationToken);
+            else
+            {
+                try { CheckStop(cancellationToken); }
+                catch (Exception e) { stop = e; raw?.Dispose(); raw = null; }
+            }
             var batch = raw is null ? null : PrepareBatch(raw);
             try
             {
@@ -389,7 +397,13 @@ public sealed class Trainer : IDisposable
                     if (batch is not null)
                     {
                         loss = model.TrainingStep(batch);
-                        accumulation.Scale(loss).backward(); // k batches of mean losses, each scaled by 1/k, add up to the gradient of their mean.
+                        if (!Sync.IsActive) accumulation.Scale(loss).backward(); // k batches of mean losses, each scaled by 1/k, add up to the gradient of their mean.
+                        else
+                        {
+                            // Across ranks: the sum of the rows' gradients, which AverageGradients divides by the window's rows on all ranks.
+                            using var rows = ((double)batch.Size).ToScalar();
+                            loss.mul(rows).backward();
+                        }
                     }
                 }
                 else
@@ -400,14 +414,16 @@ public sealed class Trainer : IDisposable
                 if (Sync.IsActive)
                 {
                     long rows = batch?.Size ?? 0;
-                    loss = Sync.ReduceLoss(loss, rows, out double globalRows); // every rank tracks (and checks) the same loss
+                    loss = Sync.ReduceLoss(loss, rows, stop is not null, out double globalRows, out int stoppedRank); // every rank tracks (and checks) the same loss
+                    if (stoppedRank >= 0) throw RankSync.StoppedOnEveryRank(stop, stoppedRank);
                     (windowRows, windowGlobalRows) = (windowRows + rows, windowGlobalRows + globalRows);
                 }
                 if (accumulation.EndsWindow())
                 {
                     if (Sync.IsActive)
                     {
-                        Sync.AverageGradients(model.Net, windowRows, windowGlobalRows);
+                        // Replicas' shares are batch means (no accumulation with replicas): weight them by rows; sums already are.
+                        Sync.AverageGradients(model.Net, _dataParallel.IsActive ? windowRows : 1, windowGlobalRows);
                         (windowRows, windowGlobalRows) = (0, 0);
                     }
                     if (GradientClipVal > 0) ClipGradients(GradientClipVal, model);

@@ -156,7 +156,18 @@ static int MpiEstimator(string dir, string variant)
             LearningRate = 0.003,
             ValidationFraction = 0.1,
         }));
-    var model = pipeline.Fit(train);
+    TransformerChain<NeuralNetworkTransformer> model;
+    try
+    {
+        model = pipeline.Fit(train);
+    }
+    catch (MlNetGuide.Training.RankMismatchException e)
+    {
+        // Raised on every rank alike: each records it, and none exits before the other has (the launcher would kill it).
+        File.WriteAllText(Path.Combine(dir, $"rank{rank}-refused.txt"), e.Message);
+        MlNetGuide.Training.Collectives.For(MlNetGuide.Training.Distribution.Auto).Barrier();
+        return 4;
+    }
     ml.Model.SaveOnRankZero(model, train.Schema, Path.Combine(dir, "model.zip"));
     var net = model.LastTransformer;
     var scores = ml.Data.CreateEnumerable<ProbeScore>(model.Transform(test), reuseRowObject: false).ToList();

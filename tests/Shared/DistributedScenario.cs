@@ -17,7 +17,12 @@ internal static class DistributedScenario
     public const int Features = 8, Classes = 3, Steps = 12, GlobalBatch = 20, Rank0Rows = 12, Epochs = 3;
 
     /// <summary>Trains with <paramref name="ranks"/> (its rank and size, 1 or 2, pick the rows) and returns the weights, as float32 arrays by name, and the history.</summary>
-    public static (Dictionary<string, float[]> Weights, History History) Train(ICollectives ranks, string? checkpointPath = null, Action<Trainer>? everyBatch = null, string? resumeFrom = null)
+    /// <remarks>
+    /// With <paramref name="accumulate"/> &gt; 1, ranks accumulate that many steps per optimizer step; one process instead
+    /// takes each window's rows as one batch — the same gradient (the mean over the window's rows), the same steps.
+    /// </remarks>
+    public static (Dictionary<string, float[]> Weights, History History) Train(ICollectives ranks, string? checkpointPath = null,
+        Action<Trainer>? everyBatch = null, string? resumeFrom = null, int accumulate = 1)
     {
         using var scope = NewDisposeScope();
         using var g = new Generator(11);
@@ -31,7 +36,11 @@ internal static class DistributedScenario
         {
             long start = s * GlobalBatch;
             bool last = s == Steps - 1;
-            if (ranks.Size == 1) batches.Add((start, last ? Rank0Rows : GlobalBatch));
+            if (ranks.Size == 1 && accumulate > 1)
+            {
+                if (s % accumulate == 0) batches.Add((start, Math.Min(accumulate, Steps - s) * GlobalBatch - (s + accumulate >= Steps ? GlobalBatch - Rank0Rows : 0)));
+            }
+            else if (ranks.Size == 1) batches.Add((start, last ? Rank0Rows : GlobalBatch));
             else if (ranks.Rank == 0) batches.Add((start, Rank0Rows));
             else if (!last) batches.Add((start + Rank0Rows, GlobalBatch - Rank0Rows));
         }
@@ -50,7 +59,10 @@ internal static class DistributedScenario
         };
         // Every weight drawn from a generator of its own (ranks may be threads of one process sharing the global one).
         model.Net.ApplyInit(new InitScheme(Initializer.XavierUniform(), Initializer.Normal(0, 0.1), Seed: 100 + ranks.Rank));
-        using var trainer = new Trainer(Epochs, gradientClipVal: 1.0) { Ranks = ranks, CheckpointPath = checkpointPath };
+        using var trainer = new Trainer(Epochs, gradientClipVal: 1.0)
+        {
+            Ranks = ranks, CheckpointPath = checkpointPath, AccumulateGradBatches = ranks.Size > 1 ? accumulate : 1,
+        };
         if (everyBatch is not null) trainer.CheckAlive = () => everyBatch(trainer);
         var history = trainer.Fit(model, data, resumeFrom);
         var weights = StateDict.Get(model.Net).ToDictionary(kv => kv.Key, kv => kv.Value.data<float>().ToArray());

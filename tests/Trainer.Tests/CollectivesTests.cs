@@ -75,6 +75,37 @@ public sealed class CollectivesTests
             Assert.True(worst <= 1e-5 * scale, $"{name}: 2 ranks differ from one process by {worst:G3} (largest weight {scale:G3})");
         }
     }
+
+    [Fact]
+    public void WithGradientAccumulationTwoRanksEqualOneProcessTakingEachWindowAsOneBatch()
+    {
+        // Windows of 2 steps: 40 rows each (12 + 8 per rank per step), the last 32 (rank 1 has an empty step there). Only
+        // summing rows' gradients over the window on every rank, then dividing by the window's rows, gives the window's mean.
+        var runs = ThreadRanks.Run(2, ranks => DistributedScenario.Train(ranks, accumulate: 2).Weights);
+        var (single, _) = DistributedScenario.Train(Collectives.SingleProcess, accumulate: 2);
+        foreach (var (name, expected) in single)
+        {
+            Assert.Equal(runs[0].Result![name], runs[1].Result![name]);
+            double worst = expected.Zip(runs[0].Result![name], (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(worst <= 1e-5 * expected.Max(v => Math.Abs(v)), $"{name}: accumulating ranks differ from one process by {worst:G3}");
+        }
+    }
+
+    [Fact]
+    public void ACancelledRankStopsEveryRankAtTheSameStepWithoutEndingTheJob()
+    {
+        var seen = new int[2];
+        var runs = ThreadRanks.Run(2, ranks => DistributedScenario.Train(ranks, everyBatch: trainer =>
+        {
+            seen[ranks.Rank] = trainer.TrainBatchIdx;
+            if (ranks.Rank == 1 && trainer.TrainBatchIdx == 17) throw new OperationCanceledException("rank 1's own stop");
+        }).Weights);
+        Assert.Equal([17, 17], seen); // both stopped before step 18: neither took another step, neither waits
+        Assert.Equal("rank 1's own stop", Assert.IsType<OperationCanceledException>(runs[1].Error).Message);
+        Assert.Contains("rank 1 was cancelled", Assert.IsType<OperationCanceledException>(runs[0].Error).Message);
+        // ThreadRanks.Abort throws "abort …": had either rank tried to end the job, its error would say so.
+        Assert.All(runs, r => Assert.DoesNotContain("abort", r.Error!.Message));
+    }
 }
 
 /// <summary>

@@ -6,6 +6,9 @@ namespace MlNetGuide.Training;
 /// <summary>Chooses the <see cref="ICollectives"/> a process trains with, and what every rank must agree on before training.</summary>
 public static class Collectives
 {
+    /// <summary>The key an exception's <see cref="Exception.Data"/> holds (true) when every rank raised it at the same point.</summary>
+    public const string RaisedOnEveryRank = "MlNetGuide.RaisedOnEveryRank";
+
     /// <summary>One process: rank 0 of 1, every collective a no-op, no native library.</summary>
     public static ICollectives SingleProcess => OneProcess.Instance;
 
@@ -81,13 +84,14 @@ public static class Collectives
     /// With more than one rank, ends the whole job (<see cref="ICollectives.Abort"/>) naming this rank and
     /// <paramref name="error"/>, unless every rank raises that error at the same point (<see cref="RankMismatchException"/>,
     /// <see cref="NonFiniteLossException"/> from the reduced loss): a rank that stops alone leaves the others waiting
-    /// forever in their next collective. With one rank, returns (the caller rethrows).
+    /// forever in their next collective. A cancellation during training steps is shared at the next step's loss reduction,
+    /// so every rank throws it there and none ends the job. With one rank, returns (the caller rethrows).
     /// </summary>
     public static void EndJobOnFailure(this ICollectives ranks, Exception error)
     {
         ArgumentNullException.ThrowIfNull(ranks);
         ArgumentNullException.ThrowIfNull(error);
-        if (ranks.Size == 1 || error is RankMismatchException or NonFiniteLossException) return;
+        if (ranks.Size == 1 || error is RankMismatchException or NonFiniteLossException || error.Data[RaisedOnEveryRank] is true) return;
         ranks.Abort($"MlNetGuide: rank {ranks.Rank} of {ranks.Size} failed, ending the job on every rank: {error}", 3);
     }
 }

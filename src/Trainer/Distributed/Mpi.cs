@@ -4,7 +4,7 @@ using System.Text;
 namespace MlNetGuide.Training;
 
 /// <summary>
-/// <see cref="ICollectives"/> on MPI through a thin binding of our own: the nine MPI functions training needs, taken
+/// <see cref="ICollectives"/> on MPI through a thin binding of our own: the thirteen MPI functions training needs, taken
 /// from whichever <c>libmpi</c> the launcher provides. Hand-written because the one .NET binding on NuGet (MPI.NET 1.4)
 /// P/Invokes MS-MPI's <c>msmpi.dll</c> with MS-MPI's integer handles and crashes on Open MPI, whose handles are pointers.
 /// </summary>
@@ -26,7 +26,7 @@ internal sealed unsafe class Mpi : ICollectives
     private static readonly Lock Gate = new();
     private static Mpi? _instance;
 
-    private readonly nint _comm, _float, _double, _byte, _sum, _inPlace, _statusIgnore;
+    private readonly nint _comm, _float, _double, _byte, _sum, _inPlace, _statusIgnore, _errorsReturn;
     private readonly bool _initializedHere;
     private readonly delegate* unmanaged<nint, nint, int, nint, nint, nint, int> _allreduce;
     private readonly delegate* unmanaged<nint, int, nint, int, nint, int> _bcast;
@@ -50,12 +50,13 @@ internal sealed unsafe class Mpi : ICollectives
             _double = NativeLibrary.GetExport(lib, "ompi_mpi_double");
             _byte = NativeLibrary.GetExport(lib, "ompi_mpi_byte");
             _sum = NativeLibrary.GetExport(lib, "ompi_mpi_op_sum");
+            _errorsReturn = NativeLibrary.GetExport(lib, "ompi_mpi_errors_return");
             (_inPlace, _statusIgnore) = (1, 0);
         }
         else
         {
             Flavor = "MPICH ABI"; // MPICH, Intel MPI, MS-MPI: mpi.h's constants
-            (_comm, _float, _double, _byte, _sum, _inPlace, _statusIgnore) = (0x44000000, 0x4c00040a, 0x4c00080b, 0x4c00010d, 0x58000003, -1, 1);
+            (_comm, _float, _double, _byte, _sum, _inPlace, _statusIgnore, _errorsReturn) = (0x44000000, 0x4c00040a, 0x4c00080b, 0x4c00010d, 0x58000003, -1, 1, 0x54000001);
         }
         _allreduce = (delegate* unmanaged<nint, nint, int, nint, nint, nint, int>)Fn("MPI_Allreduce");
         _bcast = (delegate* unmanaged<nint, int, nint, int, nint, int>)Fn("MPI_Bcast");
@@ -69,6 +70,7 @@ internal sealed unsafe class Mpi : ICollectives
         var initThread = (delegate* unmanaged<int*, nint, int, int*, int>)Fn("MPI_Init_thread");
         var commRank = (delegate* unmanaged<nint, int*, int>)Fn("MPI_Comm_rank");
         var commSize = (delegate* unmanaged<nint, int*, int>)Fn("MPI_Comm_size");
+        var setErrhandler = (delegate* unmanaged<nint, nint, int>)Fn("MPI_Comm_set_errhandler");
 
         int flag = 0, provided = 0, rank = 0, size = 0;
         Check(initialized(&flag), "MPI_Initialized");
@@ -79,6 +81,8 @@ internal sealed unsafe class Mpi : ICollectives
             if (provided < ThreadSerialized)
                 Console.Error.WriteLine($"MlNetGuide: {Flavor} gave thread level {provided} where {ThreadSerialized} (serialized) was asked; collectives must then stay on the thread that started MPI.");
         }
+        // Errors come back as codes (Check names the call and the library's text) instead of aborting inside MPI.
+        Check(setErrhandler(_comm, _errorsReturn), "MPI_Comm_set_errhandler");
         Check(commRank(_comm, &rank), "MPI_Comm_rank");
         Check(commSize(_comm, &size), "MPI_Comm_size");
         (Rank, Size) = (rank, size);

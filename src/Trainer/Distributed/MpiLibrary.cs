@@ -21,6 +21,7 @@ internal static class MpiLibrary
         foreach (var name in new[] { "OMPI_COMM_WORLD_SIZE", "PMI_SIZE" })
             if (int.TryParse(Environment.GetEnvironmentVariable(name), out int n)) return n;
         if (Environment.GetEnvironmentVariable("PMIX_RANK") is not null)
+            // PMIx states no size: Slurm's task count, else "more than one" (2), which only picks MPI; MPI_Comm_size then tells.
             return int.TryParse(Environment.GetEnvironmentVariable("SLURM_STEP_NUM_TASKS") ?? Environment.GetEnvironmentVariable("SLURM_NTASKS"), out int n) ? n : 2;
         return null;
     }
