@@ -19,6 +19,8 @@ internal static class RepoData
 
     public static string DigitsPath => Path.Combine(Root, "samples", "data", "mnist-digits-10k.csv.gz");
 
+    public static string SpamPath => Path.Combine(Root, "samples", "data", "spamassassin.csv.gz");
+
     public static string IrisPath => Path.Combine(Root, "samples", "data", "iris.csv");
 
     /// <summary>The digits as (pixels scaled to [0, 1], row-major n x 784; labels).</summary>
