@@ -1,4 +1,4 @@
-// The benchmark command: dotnet run -c Release --project tests/Benchmarks [-- --quick] [--output docs] [--pytorch-only | --step-profile | --contention | --distributed]
+// The benchmark command: dotnet run -c Release --project tests/Benchmarks [-- --quick] [--output docs] [--pytorch-only | --step-profile | --contention | --distributed | --text]
 // Measures, side by side in one process and one run, and writes docs/benchmarks.md, docs/benchmarks.json and plots.
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -80,6 +80,11 @@ if (pytorchOnly)
 if (args.Contains("--contention")) // issue #24: fits beside CPU-bound neighbours (Contention.cs); printed, nothing written
 {
     Contention.RunAll(Log);
+    return 0;
+}
+if (args.Contains("--text")) // issue #26: token batches' padding, BiLSTM and Transformer against PyTorch (TextPeer.cs); printed, nothing written
+{
+    TextPeer.RunAll(Log, quick);
     return 0;
 }
 if (args.Contains("--distributed")) // issue #25: MPI figures (Distributed.cs); printed, nothing written
