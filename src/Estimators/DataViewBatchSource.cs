@@ -24,6 +24,9 @@ namespace MlNetGuide.Estimators;
 internal sealed class DataViewBatchSource : IDisposable
 {
     private const int WindowBatches = 16;
+
+    /// <summary>Feature widths from which a column is held by its non-zeros (<see cref="SparseRows"/>) for a network whose first layer is linear.</summary>
+    public const int SparseWidth = 4096;
     private readonly IDataView _data;
     private readonly DataViewSchema.Column _features, _label;
     private readonly NeuralNetworkOptions _options;
@@ -48,6 +51,7 @@ internal sealed class DataViewBatchSource : IDisposable
         (_features, FeatureCount, Vocabulary) = ColumnChecks.Features(data.Schema, options.FeatureColumnName, options.MaxTokens);
         _label = ColumnChecks.Label(data.Schema, options.LabelColumnName, options.Task, out int classes);
         ClassCount = classes;
+        Sparse = !ReadsTokens && FeatureCount >= SparseWidth && _features.Type is VectorDataViewType && options.Architecture.FirstLayerIsLinear;
     }
 
     /// <summary>Values per row: the feature width, or for a token column <c>MaxTokens</c> id slots.</summary>
@@ -58,6 +62,18 @@ internal sealed class DataViewBatchSource : IDisposable
 
     /// <summary>Whether the feature column holds tokens (a vector of keys).</summary>
     public bool ReadsTokens => Vocabulary > 0;
+
+    /// <summary>
+    /// Whether rows are read as their non-zeros: a feature column of at least <see cref="SparseWidth"/> values (as ML.NET's
+    /// FeaturizeText and one-hot encodings write) for an MLP, whose first <c>nn.Linear</c> multiplies sparse batches.
+    /// </summary>
+    public bool Sparse { get; }
+
+    /// <summary>The training rows as non-zeros when <see cref="Prepare"/> held them so; else null.</summary>
+    public SparseRows? SparseTrain { get; private set; }
+
+    /// <summary>The validation rows as non-zeros, when there are any; else null.</summary>
+    public SparseRows? SparseVal { get; private set; }
 
     /// <summary>Classes for multiclass (the key count), else 0.</summary>
     public int ClassCount { get; }
@@ -94,6 +110,11 @@ internal sealed class DataViewBatchSource : IDisposable
     /// </summary>
     public void Prepare(long limitBytes)
     {
+        if (Sparse && limitBytes > 0)
+        {
+            LoadSparse(limitBytes); // over the limit, it counts the rest, and the rows stream densely batch by batch
+            return;
+        }
         if (limitBytes > 0 && (_data.GetRowCount() is not long known || known / _shard.Size * RowBytes <= limitBytes))
         {
             Load(limitBytes);
@@ -141,6 +162,42 @@ internal sealed class DataViewBatchSource : IDisposable
         MemoryVal = val is { Count: > 0 } ? val.Finish(multiclass) : null;
         (TrainRows, ValRows, SkippedRows) = (MemoryTrain[0].shape[0], MemoryVal?[0].shape[0] ?? 0, skipped);
     }
+
+    /// <summary>
+    /// Reads the rows as their non-zeros while they fit <paramref name="limitBytes"/> (8 bytes a non-zero); past it the
+    /// rows are released and the same pass counts the rest, as <see cref="Scan"/> would, for dense streaming.
+    /// </summary>
+    private void LoadSparse(long limitBytes)
+    {
+        bool multiclass = _options.Task == NeuralTask.MulticlassClassification;
+        var train = new SparseRows(FeatureCount, multiclass);
+        var val = _validationFraction > 0 ? new SparseRows(FeatureCount, multiclass) : null;
+        long skipped = 0;
+        using (var rows = new RowReader(this, null, readFeatures: false, readVectors: true))
+        {
+            while (rows.MoveNext())
+            {
+                if ((rows.Position & 4095) == 0) _options.CancellationToken.ThrowIfCancellationRequested();
+                var store = rows.IsValidation ? val! : train;
+                if (!store.Add(rows.ReadVector(), rows.Label))
+                {
+                    if (_options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow) { skipped++; continue; }
+                    throw NonFinite(rows.Position);
+                }
+                if (train.Bytes + (val?.Bytes ?? 0) > limitBytes)
+                {
+                    Count(rows, current: false, train.Count, val?.Count ?? 0, skipped);
+                    return;
+                }
+            }
+        }
+        if (train.Count == 0) throw Empty(skipped);
+        (SparseTrain, SparseVal) = (train, val is { Count: > 0 } ? val : null);
+        (TrainRows, ValRows, SkippedRows) = (train.Count, val?.Count ?? 0, skipped);
+    }
+
+    /// <summary>Bytes the sparse rows take (0 unless held so).</summary>
+    public long SparseBytes => (SparseTrain?.Bytes ?? 0) + (SparseVal?.Bytes ?? 0);
 
     /// <summary>
     /// Counts the training and validation rows for streaming. A pass over the data is needed only when rows are split
@@ -370,16 +427,19 @@ internal sealed class DataViewBatchSource : IDisposable
         private readonly DataViewBatchSource _source;
         private readonly DataViewRowCursor _cursor;
         private readonly ColumnChecks.FeatureRead? _features;
+        private readonly ValueGetter<VBuffer<float>>? _vector;
+        private VBuffer<float> _vectorBuffer;
         private readonly Func<long, double> _label;
         private readonly ValueGetter<DataViewRowId> _id;
         private DataViewRowId _rowId;
 
-        public RowReader(DataViewBatchSource source, Random? random, bool readFeatures)
+        public RowReader(DataViewBatchSource source, Random? random, bool readFeatures, bool readVectors = false)
         {
             _source = source;
-            var columns = readFeatures ? new[] { source._features, source._label } : [source._label];
+            var columns = readFeatures || readVectors ? new[] { source._features, source._label } : [source._label];
             _cursor = source._data.GetRowCursor(columns, random);
             _features = readFeatures ? ColumnChecks.FeatureReader(_cursor, source._features, source.FeatureCount, source.Vocabulary) : null;
+            _vector = readVectors ? _cursor.GetGetter<VBuffer<float>>(source._features) : null;
             _label = ColumnChecks.LabelReader(_cursor, source._label, source._options.Task);
             _id = _cursor.GetIdGetter();
         }
@@ -403,6 +463,16 @@ internal sealed class DataViewBatchSource : IDisposable
                 if (fraction > 0) IsValidation = Unit(_rowId, _source._seed) < fraction;
                 return true;
             }
+        }
+
+        /// <summary>The current row's feature vector as stored (sparse or dense), checked to have the column's width.</summary>
+        public VBuffer<float> ReadVector()
+        {
+            _vector!(ref _vectorBuffer);
+            if (_vectorBuffer.Length != _source.FeatureCount)
+                throw new SchemaMismatchException(_source._features.Name, $"a vector of {_source.FeatureCount} Single values in every row (the column's width)",
+                    $"{_vectorBuffer.Length} values in row {_cursor.Position}");
+            return _vectorBuffer;
         }
 
         /// <summary>

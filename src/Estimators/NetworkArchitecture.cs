@@ -125,6 +125,9 @@ public sealed record NetworkArchitecture
 
     private Family Kind => BuiltInNames.GetValueOrDefault(Name, Family.Registered);
 
+    /// <summary>Whether the network starts with an <c>nn.Linear</c> (the MLPs), which multiplies sparse batches as they are.</summary>
+    internal bool FirstLayerIsLinear => Kind is Family.Mlp or Family.LazyMlp or Family.ChapterMlp;
+
     /// <summary>The architecture a saved model's config names (built-in names, else a registered module).</summary>
     internal static NetworkArchitecture FromConfig(string name, int[] widths)
     {

@@ -213,13 +213,21 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             using var memoryData = source.InMemory && streamedVal is null && !source.ReadsTokens ? new TensorDataModule(source.MemoryTrain!, source.BatchSize, memoryVal, seed) : null;
             // Token rows in memory: batches of similar lengths (each trimmed to its longest row by TokenIdsInput).
             var bucketed = source.InMemory && streamedVal is null && source.ReadsTokens ? new LengthBuckets(source.MemoryTrain!, source.BatchSize, seed) : null;
-            DataModule data = memoryData ?? (DataModule?)(bucketed is null ? null : new EnumerableDataModule(() => bucketed.Epoch(running?.Epoch ?? 0), bucketed.Count,
+            // Wide sparse rows held by their non-zeros: sparse batches, shuffled every epoch; validation rows likewise.
+            var sparseVal = valSource is null ? source.SparseVal : valSource.SparseTrain;
+            Func<IEnumerable<Batch>>? sparseValBatches = sparseVal is not null ? () => sparseVal.InOrder(source.BatchSize)
+                : valSource is null ? null : valSource.InMemory ? () => TensorDataModule.InOrder(valSource.MemoryTrain!, source.BatchSize) : valSource.InOrder;
+            DataModule data = source.SparseTrain is { } sparseTrain
+                ? new EnumerableDataModule(() => sparseTrain.Shuffled(source.BatchSize, seed, running?.Epoch ?? 0), sparseTrain.Batches(source.BatchSize),
+                    sparseValBatches, valBatches)
+                : memoryData ?? (DataModule?)(bucketed is null ? null : new EnumerableDataModule(() => bucketed.Epoch(running?.Epoch ?? 0), bucketed.Count,
                 memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, source.BatchSize), Math.Max(1, source.ValBatches))) ?? new EnumerableDataModule(() => FirstBatchSeen(source.Train(running?.Epoch ?? 0), source.InMemory ? null : Look), source.TrainBatches,
                 streamedVal ?? (memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, source.BatchSize)), valBatches);
             ch.Info(MessageSensitivity.None,
                 $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of " +
                 (source.ReadsTokens ? $"up to {source.FeatureCount} tokens over a vocabulary of {source.Vocabulary - 1:N0} " : $"{source.FeatureCount} features ") +
-                (memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
+                (source.SparseTrain is { } held ? $"(read into memory once as {held.NonZeros:N0} non-zeros, {source.SparseBytes / 1048576.0:F1} MB where dense rows would take {source.TrainRows * source.FeatureCount * 4.0 / 1048576:F0} MB), "
+                : memoryData is not null ? $"(read into memory once, {source.MemoryBytes / 1048576.0:F1} MB), " : source.InMemory ? "(read into memory once; the validation rows, over InMemoryLimitMB, stream every epoch, so the training rows do too), " : $"(streamed from the data view every epoch: over InMemoryLimitMB = {o.InMemoryLimitMB}), ") +
                 $"{o.Epochs} epochs, batch {o.BatchSize}{(ranks.Size > 1 ? $" ({source.BatchSize} on each of {ranks.Size} ranks; this is rank {ranks.Rank})" : "")}, {o.Optimizer} lr {o.LearningRate}{(o.Momentum > 0 ? $" momentum {o.Momentum}" : "")}{(o.WeightDecay > 0 ? $" weight decay {o.WeightDecay}" : "")}{(o.Schedule != LearningRateSchedule.Constant ? $" ({o.Schedule} schedule)" : "")}, seed {seed}, device {(devices.Count == 0 ? "cpu" : string.Join("+", devices.Select(Devices.Name)))}, {get_num_threads()} thread(s).");
             // Ranks start from rank 0's broadcast weights; their dropout masks should differ, as their rows do.
             if (ranks.Size > 1) manual_seed(seed + 7919L * ranks.Rank);

@@ -111,7 +111,9 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        return new ScoredDataView(input, GetOutputSchema(input.Schema), _scorer, _scoringBatchSize);
+        // A wide feature column (FeaturizeText's) is read densely for scoring: at most 16 M values (64 MB) a batch.
+        int batch = Math.Max(1, Math.Min(_scoringBatchSize, (16 << 20) / Math.Max(1, _scorer.FeatureCount)));
+        return new ScoredDataView(input, GetOutputSchema(input.Schema), _scorer, batch);
     }
 
     /// <inheritdoc />

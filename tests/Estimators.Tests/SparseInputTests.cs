@@ -1,0 +1,92 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace MlNetGuide.Estimators.Tests;
+
+public sealed class WideRow
+{
+    public const int Width = 50_000;
+
+    [VectorType(Width)] public VBuffer<float> Features { get; set; }
+    public bool Label { get; set; }
+}
+
+/// <summary>
+/// Wide, sparsely stored feature columns (what FeaturizeText and the one-hot encoders write) train from their non-zeros:
+/// the rows are held as non-zeros, batches are sparse, the MLP's first layer multiplies them as they are; scoring and
+/// the plain zip see the same network.
+/// </summary>
+public sealed class SparseInputTests
+{
+    /// <summary>50 non-zeros of 50,000 a row; positive when the row's values on the 20 signal columns sum above 0.</summary>
+    internal static List<WideRow> Rows(int n, int seed)
+    {
+        var rng = new Random(seed);
+        var rows = new List<WideRow>();
+        for (int i = 0; i < n; i++)
+        {
+            var columns = new SortedSet<int>();
+            while (columns.Count < 45) columns.Add(rng.Next(20, WideRow.Width));
+            while (columns.Count < 50) columns.Add(rng.Next(0, 20));
+            var indices = columns.ToArray();
+            var values = indices.Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            float signal = indices.Zip(values).Where(p => p.First < 20).Sum(p => p.Second);
+            rows.Add(new WideRow { Features = new VBuffer<float>(WideRow.Width, indices.Length, values, indices), Label = signal > 0 });
+        }
+        return rows;
+    }
+
+    [Fact]
+    public void AWideSparseColumnTrainsFromItsNonZerosAndThePlainZipScoresAlike()
+    {
+        var ml = new MLContext(seed: 1);
+        var log = new List<string>();
+        ml.Log += (_, e) => { if (e.Message.Contains("non-zeros", StringComparison.Ordinal)) log.Add(e.Message); };
+        var train = ml.Data.LoadFromEnumerable(Rows(800, seed: 1));
+        var test = ml.Data.LoadFromEnumerable(Rows(200, seed: 2));
+        using var model = ml.BinaryClassification.Trainers.NeuralNetwork(new BinaryNeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.Mlp(16), Epochs = 15, BatchSize = 32, Optimizer = OptimizerKind.Adam, LearningRate = 0.01, Seed = 1,
+        }).Fit(train);
+        // 800 rows x 50 non-zeros x 8 bytes = 0.3 MB held, where dense rows would take 800 x 50,000 x 4 = 153 MB.
+        Assert.Contains(log, m => m.Contains("as 40,000 non-zeros", StringComparison.Ordinal) && m.Contains("dense rows would take 153 MB", StringComparison.Ordinal));
+        var metrics = ml.BinaryClassification.Evaluate(model.Transform(test));
+        Assert.True(metrics.Accuracy >= 0.85, $"accuracy {metrics.Accuracy:P1} on held-out rows");
+
+        var path = Path.Combine(Directory.CreateTempSubdirectory("mlnetguide-sparse-").FullName, "model.zip");
+        try
+        {
+            ml.Model.Save(model, train.Schema, path);
+            var plain = ml.Model.Load(path, out _);
+            var ours = ml.Data.CreateEnumerable<BinaryOut>(model.Transform(test), false).ToList();
+            var theirs = ml.Data.CreateEnumerable<BinaryOut>(plain.Transform(test), false).ToList();
+            for (int i = 0; i < ours.Count; i++)
+            {
+                Assert.Equal(ours[i].PredictedLabel, theirs[i].PredictedLabel);
+                Assert.True(Math.Abs(ours[i].Score - theirs[i].Score) <= 1e-4 * Math.Max(1, Math.Abs(ours[i].Score)), $"row {i}: {ours[i].Score} vs {theirs[i].Score}");
+            }
+            (plain as IDisposable)?.Dispose();
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(path)!, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void OverInMemoryLimitMBTheRowsStreamDenselyAndTrainTheSameNetwork()
+    {
+        // A limit below the non-zeros' 0.3 MB: the sparse pass stops, counts the rest, and batches stream as dense tensors.
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(Rows(300, seed: 3));
+        BinaryNeuralNetworkOptions Options(int limit) => new()
+        {
+            Architecture = NetworkArchitecture.Mlp(8), Epochs = 2, BatchSize = 300, Seed = 1, InMemoryLimitMB = limit, // one batch: no shuffle order to differ
+        };
+        using var sparse = ml.BinaryClassification.Trainers.NeuralNetwork(Options(1024)).Fit(train);
+        using var dense = ml.BinaryClassification.Trainers.NeuralNetwork(Options(0)).Fit(train);
+        var a = ml.Data.CreateEnumerable<BinaryOut>(sparse.Transform(train), false).Select(r => r.Score).ToArray();
+        var b = ml.Data.CreateEnumerable<BinaryOut>(dense.Transform(train), false).Select(r => r.Score).ToArray();
+        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4 * Math.Max(1, Math.Abs(a[i])), $"row {i}: sparse {a[i]}, dense {b[i]}");
+    }
+}
