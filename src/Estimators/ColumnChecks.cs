@@ -156,10 +156,19 @@ internal static class ColumnChecks
 
     private static FeatureRead TokenReader(DataViewRow row, DataViewSchema.Column column, int width)
     {
-        if (column.Type is not VectorDataViewType)
+        if (column.Type is not VectorDataViewType { ItemType: KeyDataViewType key })
             throw new SchemaMismatchException(column.Name, "a vector of keys", Describe(column.Type));
-        var getter = row.GetGetter<VBuffer<uint>>(column);
-        VBuffer<uint> buffer = default;
+        // Keys come in byte, ushort, uint or ulong (TokenizeIntoCharactersAsKeys makes ushort ones, MapValueToKey uint).
+        return key.RawType == typeof(uint) ? TokenReader<uint>(row, column, width, k => k)
+            : key.RawType == typeof(ushort) ? TokenReader<ushort>(row, column, width, k => k)
+            : key.RawType == typeof(byte) ? TokenReader<byte>(row, column, width, k => k)
+            : TokenReader<ulong>(row, column, width, k => k);
+    }
+
+    private static FeatureRead TokenReader<TKey>(DataViewRow row, DataViewSchema.Column column, int width, Func<TKey, float> id)
+    {
+        var getter = row.GetGetter<VBuffer<TKey>>(column);
+        VBuffer<TKey> buffer = default;
         return destination =>
         {
             getter(ref buffer);
@@ -169,12 +178,12 @@ internal static class ColumnChecks
             if (buffer.IsDense)
             {
                 int n = Math.Min(width, values.Length);
-                for (int i = 0; i < n; i++) slots[i] = values[i];
+                for (int i = 0; i < n; i++) slots[i] = id(values[i]);
             }
             else
             {
                 var indices = buffer.GetIndices();
-                for (int i = 0; i < indices.Length && indices[i] < width; i++) slots[indices[i]] = values[i];
+                for (int i = 0; i < indices.Length && indices[i] < width; i++) slots[indices[i]] = id(values[i]);
             }
             return true;
         };

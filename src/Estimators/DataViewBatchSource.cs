@@ -51,7 +51,8 @@ internal sealed class DataViewBatchSource : IDisposable
         (_features, FeatureCount, Vocabulary) = ColumnChecks.Features(data.Schema, options.FeatureColumnName, options.MaxTokens);
         _label = ColumnChecks.Label(data.Schema, options.LabelColumnName, options.Task, out int classes);
         ClassCount = classes;
-        Sparse = !ReadsTokens && FeatureCount >= SparseWidth && _features.Type is VectorDataViewType && options.Architecture.FirstLayerIsLinear;
+        // With several GPUs the batch is split across replicas, which sparse tensors cannot be (no views): dense then.
+        Sparse = !ReadsTokens && FeatureCount >= SparseWidth && _features.Type is VectorDataViewType && options.Architecture.FirstLayerIsLinear && options.NumGpus <= 1;
     }
 
     /// <summary>Values per row: the feature width, or for a token column <c>MaxTokens</c> id slots.</summary>
@@ -173,7 +174,8 @@ internal sealed class DataViewBatchSource : IDisposable
         var train = new SparseRows(FeatureCount, multiclass);
         var val = _validationFraction > 0 ? new SparseRows(FeatureCount, multiclass) : null;
         long skipped = 0;
-        using (var rows = new RowReader(this, null, readFeatures: false, readVectors: true))
+        bool skip = _options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow; // Count's pass past the limit reads rows to skip them
+        using (var rows = new RowReader(this, null, readFeatures: skip, readVectors: true))
         {
             while (rows.MoveNext())
             {
@@ -184,7 +186,7 @@ internal sealed class DataViewBatchSource : IDisposable
                     if (_options.NonFiniteFeatures == NonFiniteFeaturePolicy.SkipRow) { skipped++; continue; }
                     throw NonFinite(rows.Position);
                 }
-                if (train.Bytes + (val?.Bytes ?? 0) > limitBytes)
+                if (train.Bytes + (val?.Bytes ?? 0) > limitBytes || train.NonZeros + (val?.NonZeros ?? 0) > SparseRows.MaxNonZeros)
                 {
                     Count(rows, current: false, train.Count, val?.Count ?? 0, skipped);
                     return;

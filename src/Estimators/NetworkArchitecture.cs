@@ -199,9 +199,21 @@ public sealed record NetworkArchitecture
     /// </summary>
     internal long MinimumParameterBytes(int inputs, int outputs, int vocabularySize = 0)
     {
-        if (ReadsTokens) // at least the embedding table: V × the first size (d)
+        if (ReadsTokens) // the parameters each family's module allocates, counted without building it (weights only, no biases)
         {
-            try { return checked((long)vocabularySize * HiddenWidths[0] * sizeof(float)); }
+            try
+            {
+                var w = HiddenWidths;
+                long d = w[0], embedding = checked(vocabularySize * d);
+                long rest = Kind switch
+                {
+                    Family.FastText => checked(d * outputs),
+                    Family.TextCnn => checked(w[1] * d * (3 + 4 + 5) + 3 * w[1] * outputs),
+                    Family.BiLstm or Family.BiGru => Recurrent(d, w[1], w[2], Kind == Family.BiLstm ? 4 : 3, outputs),
+                    _ => checked(w[3] * (4 * d * d + 2 * d * w[2]) + d * outputs), // per layer: Q, K, V, out projections; two feed-forward maps
+                };
+                return checked((embedding + rest) * sizeof(float));
+            }
             catch (OverflowException) { return long.MaxValue; }
         }
         if (Kind is Family.Mlp or Family.LazyMlp or Family.ChapterMlp)
@@ -227,6 +239,14 @@ public sealed record NetworkArchitecture
             catch (OverflowException) { return long.MaxValue; }
         }
         return Math.Max(Math.Max(Math.Max(inputs, outputs), vocabularySize), HiddenWidths.Count == 0 ? 0 : HiddenWidths.Max());
+    }
+
+    /// <summary>A bidirectional recurrent stack's weights: per layer and direction, gates × hidden × (input + hidden).</summary>
+    private static long Recurrent(long input, long hidden, long layers, int gates, int outputs)
+    {
+        long total = 0;
+        for (long l = 0; l < layers; l++, input = 2 * hidden) total = checked(total + 2 * gates * hidden * (input + hidden));
+        return checked(total + 2 * hidden * outputs);
     }
 
     private static nn.Module<Tensor, Tensor> BuildMlp(ModuleRequest r, bool lazy)

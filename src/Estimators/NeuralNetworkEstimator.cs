@@ -149,6 +149,9 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         using var valSource = validationData is null ? null : new DataViewBatchSource(validationData, o, seed, splitValidation: false, shard: shard);
         if (valSource is not null)
         {
+            if (valSource.Vocabulary != source.Vocabulary)
+                throw new SchemaMismatchException(o.FeatureColumnName, source.Vocabulary > 0 ? $"keys over the training data's {source.Vocabulary - 1} tokens (apply the MapValueToKey fitted on the training data)" : $"{source.FeatureCount} numbers, as in the training data",
+                    valSource.Vocabulary > 0 ? $"keys over {valSource.Vocabulary - 1} tokens in the validation data" : "numbers in the validation data");
             if (valSource.FeatureCount != source.FeatureCount)
                 throw new SchemaMismatchException(o.FeatureColumnName, $"{source.FeatureCount} values, as in the training data", $"{valSource.FeatureCount} in the validation data");
             if (valSource.ClassCount != source.ClassCount)
@@ -266,7 +269,9 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         if (a.Name != b.Name || !a.HiddenWidths.SequenceEqual(b.HiddenWidths))
             throw new ArgumentException($"The initial model is {a}; these options train {b}. Warm start needs the same architecture.", nameof(initial));
         if (initial.VocabularySize != vocabulary)
-            throw new SchemaMismatchException(o.FeatureColumnName, $"the initial model's vocabulary of {initial.VocabularySize - 1} tokens", $"{vocabulary - 1} tokens in this data");
+            throw new SchemaMismatchException(o.FeatureColumnName,
+                initial.VocabularySize > 0 ? $"the initial model's token keys over {initial.VocabularySize - 1} tokens" : "numbers, as the initial model read",
+                vocabulary > 0 ? $"token keys over {vocabulary - 1} tokens in this data" : "numbers in this data");
         if (initial.Task != o.Task || initial.FeatureCount != features || initial.OutputCount != outputs)
             throw new SchemaMismatchException(o.FeatureColumnName,
                 $"the initial model's {initial.Task} with {initial.FeatureCount} features and {initial.OutputCount} outputs",
@@ -285,6 +290,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             ("task", o.Task.ToString()),
             ("feature width", source.FeatureCount.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             ("classes", source.ClassCount.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            ("token vocabulary", source.Vocabulary.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             ("label key values", keyValues is null ? "none" : string.Join(", ", keyValues.Values)),
             ("seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             // Every rank reads the same rows and keeps its share: data split into a file per rank would be split again.

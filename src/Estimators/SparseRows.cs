@@ -17,6 +17,9 @@ internal sealed class SparseRows(int width, bool classIndices)
     private readonly List<float> _values = [];
     private readonly List<double> _labels = [];
 
+    /// <summary>The most non-zeros one store holds (its lists are indexed by int).</summary>
+    public const long MaxNonZeros = int.MaxValue / 2;
+
     /// <summary>Rows held.</summary>
     public int Count => _labels.Count;
 

@@ -19,15 +19,15 @@ public sealed class WideRow
 public sealed class SparseInputTests
 {
     /// <summary>50 non-zeros of 50,000 a row; positive when the row's values on the 20 signal columns sum above 0.</summary>
-    internal static List<WideRow> Rows(int n, int seed)
+    internal static List<WideRow> Rows(int n, int seed, int nonZeros = 50)
     {
         var rng = new Random(seed);
         var rows = new List<WideRow>();
         for (int i = 0; i < n; i++)
         {
             var columns = new SortedSet<int>();
-            while (columns.Count < 45) columns.Add(rng.Next(20, WideRow.Width));
-            while (columns.Count < 50) columns.Add(rng.Next(0, 20));
+            while (columns.Count < nonZeros - 5) columns.Add(rng.Next(20, WideRow.Width));
+            while (columns.Count < nonZeros) columns.Add(rng.Next(0, 20));
             var indices = columns.ToArray();
             var values = indices.Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
             float signal = indices.Zip(values).Where(p => p.First < 20).Sum(p => p.Second);
@@ -76,17 +76,29 @@ public sealed class SparseInputTests
     [Fact]
     public void OverInMemoryLimitMBTheRowsStreamDenselyAndTrainTheSameNetwork()
     {
-        // A limit below the non-zeros' 0.3 MB: the sparse pass stops, counts the rest, and batches stream as dense tensors.
+        // 300 rows of 500 non-zeros: 1.2 MB held sparse. A 1 MB limit stops the sparse pass midway (the rest counted in the
+        // same pass, SkipRow reading them), and batches stream densely, as with no limit; all three train one network.
         var ml = new MLContext(seed: 1);
-        var train = ml.Data.LoadFromEnumerable(Rows(300, seed: 3));
-        BinaryNeuralNetworkOptions Options(int limit) => new()
+        var train = ml.Data.LoadFromEnumerable(Rows(300, seed: 3, nonZeros: 500));
+        var held = new List<string>();
+        ml.Log += (_, e) => { if (e.Message.Contains("Training mlp(8)", StringComparison.Ordinal)) held.Add(e.Message); };
+        float[] Scores(int limit)
         {
-            Architecture = NetworkArchitecture.Mlp(8), Epochs = 2, BatchSize = 300, Seed = 1, InMemoryLimitMB = limit, // one batch: no shuffle order to differ
-        };
-        using var sparse = ml.BinaryClassification.Trainers.NeuralNetwork(Options(1024)).Fit(train);
-        using var dense = ml.BinaryClassification.Trainers.NeuralNetwork(Options(0)).Fit(train);
-        var a = ml.Data.CreateEnumerable<BinaryOut>(sparse.Transform(train), false).Select(r => r.Score).ToArray();
-        var b = ml.Data.CreateEnumerable<BinaryOut>(dense.Transform(train), false).Select(r => r.Score).ToArray();
-        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-4 * Math.Max(1, Math.Abs(a[i])), $"row {i}: sparse {a[i]}, dense {b[i]}");
+            using var model = ml.BinaryClassification.Trainers.NeuralNetwork(new BinaryNeuralNetworkOptions
+            {
+                Architecture = NetworkArchitecture.Mlp(8), Epochs = 2, BatchSize = 300, Seed = 1, InMemoryLimitMB = limit, // one batch: no order to differ
+                NonFiniteFeatures = NonFiniteFeaturePolicy.SkipRow,
+            }).Fit(train);
+            return ml.Data.CreateEnumerable<BinaryOut>(model.Transform(train), false).Select(r => r.Score).ToArray();
+        }
+        var (inMemory, overLimit, none) = (Scores(1024), Scores(1), Scores(0));
+        Assert.Contains("as 150,000 non-zeros", held[0]);
+        Assert.Contains("streamed from the data view every epoch", held[1]);
+        Assert.Contains("streamed from the data view every epoch", held[2]);
+        for (int i = 0; i < inMemory.Length; i++)
+        {
+            Assert.True(Math.Abs(inMemory[i] - none[i]) <= 1e-4 * Math.Max(1, Math.Abs(none[i])), $"row {i}: sparse {inMemory[i]}, dense {none[i]}");
+            Assert.Equal(none[i], overLimit[i]);
+        }
     }
 }

@@ -170,6 +170,23 @@ public sealed class TokenColumnTests
     }
 
     [Fact]
+    public void CharacterKeysTrainToo()
+    {
+        // TokenizeIntoCharactersAsKeys makes ushort keys over the characters: the same rules, another key type.
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(Sentences(300, seed: 8));
+        var options = Options(NetworkArchitecture.FastText(8), epochs: 3);
+        options.FeatureColumnName = "Chars";
+        options.MaxTokens = 200;
+        var model = ml.Transforms.Text.TokenizeIntoCharactersAsKeys("Chars", nameof(Sentence.Text))
+            .Append(ml.BinaryClassification.Trainers.NeuralNetwork(options)).Fit(train);
+        Assert.True(model.LastTransformer.VocabularySize > 20, $"vocabulary {model.LastTransformer.VocabularySize}");
+        var metrics = ml.BinaryClassification.Evaluate(model.Transform(train));
+        Assert.True(metrics.AreaUnderRocCurve > 0.5, $"AUC {metrics.AreaUnderRocCurve}");
+        model.LastTransformer.Dispose();
+    }
+
+    [Fact]
     public void LengthBucketingCutsThePaddingOfEveryEpochAndKeepsEveryRowOnce()
     {
         // 1,000 rows of 1 to 200 tokens (uniform): shuffled batches of 32 are padded to near 200; bucketed ones are not.
