@@ -170,6 +170,24 @@ public sealed class TokenColumnTests
     }
 
     [Fact]
+    public void ALoadedTextNetworkIsCountedBeforeItIsBuilt()
+    {
+        // What a loader checks a file's weights against, before building what its config describes: never more than
+        // the module really holds (or real files would be refused), and huge for a crafted config.
+        foreach (var name in new[] { "fasttext", "textcnn", "bilstm", "bigru", "transformer" })
+        {
+            var architecture = Architecture(name);
+            using var module = architecture.Build(400, 2, 15);
+            long actual = module.parameters().Sum(p => p.numel()) * sizeof(float);
+            long bound = architecture.MinimumParameterBytes(400, 2, 15);
+            Assert.True(bound > 0 && bound <= actual, $"{name}: bound {bound:N0} bytes, module {actual:N0}");
+            Assert.True(bound >= actual * 0.9, $"{name}: bound {bound:N0} bytes is loose against the module's {actual:N0}");
+        }
+        // 100,000 hidden units over 3 ids: 2 directions x 4 gates x 100,000 x 100,001 weights, some 320 GB, refused from the size alone.
+        Assert.True(NetworkArchitecture.BiLstm(1, 100_000, 1).MinimumParameterBytes(400, 2, 3) > 300_000_000_000L);
+    }
+
+    [Fact]
     public void CharacterKeysTrainToo()
     {
         // TokenizeIntoCharactersAsKeys makes ushort keys over the characters: the same rules, another key type.
