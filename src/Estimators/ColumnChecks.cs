@@ -76,7 +76,7 @@ internal static class ColumnChecks
     /// Checks that the scoring input's feature column is what the model was trained on: the same width, or, for a token
     /// column, the same vocabulary (a key column mapped by another MapValueToKey numbers the tokens differently).
     /// </summary>
-    public static DataViewSchema.Column Features(DataViewSchema schema, string name, int width, int vocabulary)
+    public static DataViewSchema.Column Features(DataViewSchema schema, string name, int width, int vocabulary, string? tokenKeys = null)
     {
         var (column, found, foundVocabulary) = Features(schema, name, width);
         if (vocabulary > 0 || foundVocabulary > 0)
@@ -85,6 +85,10 @@ internal static class ColumnChecks
                 throw new SchemaMismatchException(name,
                     vocabulary > 0 ? $"a vector of keys over the training vocabulary of {vocabulary - 1:N0} tokens (apply the MapValueToKey fitted with the model)" : $"a vector of {width} Single values (the width the model was trained on)",
                     foundVocabulary > 0 ? $"a vector of keys over {foundVocabulary - 1:N0} tokens" : Describe(column.Type));
+            if (tokenKeys is not null && KeyValues.From(column) is { } keys && keys.Digest != tokenKeys)
+                throw new SchemaMismatchException(name,
+                    $"the training key mapping's {vocabulary - 1:N0} tokens in its order (apply the MapValueToKey fitted with the model)",
+                    $"another mapping of as many tokens, numbered differently (its first keys: {string.Join(", ", keys.Values.Take(5))})");
             return column;
         }
         if (found != width)

@@ -81,6 +81,9 @@ internal sealed class DataViewBatchSource : IDisposable
 
     public DataViewSchema.Column LabelColumn => _label;
 
+    /// <summary>For a token column, the digest of its key values (<see cref="KeyValues.Digest"/>); else null.</summary>
+    public string? TokenKeys => ReadsTokens ? KeyValues.From(_features)?.Digest : null;
+
     /// <summary>The rows the data view says it has (all ranks'), or null when it does not know.</summary>
     public long? ViewRowCount => _data.GetRowCount();
 

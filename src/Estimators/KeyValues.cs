@@ -27,6 +27,9 @@ internal sealed class KeyValues
 
     public int Count => Values.Length;
 
+    /// <summary>The first 16 hex digits of the SHA-256 of the values in order: what tells two key mappings apart.</summary>
+    public string Digest => Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join('\n', Values))))[..16];
+
     /// <summary>Reads the KeyValues annotation of a key column, or null when it has none or of an unsupported type.</summary>
     public static KeyValues? From(DataViewSchema.Column column)
     {

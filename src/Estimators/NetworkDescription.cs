@@ -24,6 +24,8 @@ internal sealed class NetworkDescription
         public int FeatureCount { get; set; }
         /// <summary>For a network over a token column, its ids (key count + 1); 0 (absent in older files) for numbers.</summary>
         public int Vocabulary { get; set; }
+        /// <summary>For a token network, the digest of its key mapping's values (checked at scoring), or null.</summary>
+        public string? TokenKeys { get; set; }
         public int Outputs { get; set; }
         public string Architecture { get; set; } = "";
         public int[] HiddenWidths { get; set; } = [];
@@ -44,6 +46,7 @@ internal sealed class NetworkDescription
             PredictedLabelColumn = s.PredictedLabelColumn,
             FeatureCount = s.FeatureCount,
             Vocabulary = s.Vocabulary,
+            TokenKeys = s.TokenKeys,
             Outputs = s.Outputs,
             Architecture = t.Architecture.Name,
             HiddenWidths = t.Architecture.HiddenWidths.ToArray(),
@@ -104,7 +107,7 @@ internal sealed class NetworkDescription
             loadWeights(module);
             if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
             var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,
-                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues, config.Vocabulary);
+                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues, config.Vocabulary, config.TokenKeys);
             return new NeuralNetworkTransformer(scorer, architecture, config.ScoringBatchSize);
         }
         catch (StateDictMismatchException ex)

@@ -152,6 +152,9 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             if (valSource.Vocabulary != source.Vocabulary)
                 throw new SchemaMismatchException(o.FeatureColumnName, source.Vocabulary > 0 ? $"keys over the training data's {source.Vocabulary - 1} tokens (apply the MapValueToKey fitted on the training data)" : $"{source.FeatureCount} numbers, as in the training data",
                     valSource.Vocabulary > 0 ? $"keys over {valSource.Vocabulary - 1} tokens in the validation data" : "numbers in the validation data");
+            if (valSource.TokenKeys != source.TokenKeys)
+                throw new SchemaMismatchException(o.FeatureColumnName, "the training data's token keys in their order (apply the MapValueToKey fitted on the training data)",
+                    "another mapping of as many tokens in the validation data");
             if (valSource.FeatureCount != source.FeatureCount)
                 throw new SchemaMismatchException(o.FeatureColumnName, $"{source.FeatureCount} values, as in the training data", $"{valSource.FeatureCount} in the validation data");
             if (valSource.ClassCount != source.ClassCount)
@@ -253,7 +256,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         {
             var device = devices.Count > 0 ? devices[0] : CPU;
             var scorer = new NeuralScorer(o.Task, net, device, source.FeatureCount, outputs, o.FeatureColumnName,
-                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues, source.Vocabulary);
+                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues, source.Vocabulary, source.TokenKeys);
             return new NeuralNetworkTransformer(scorer, o.Architecture, o.ScoringBatchSize, history);
         }
         catch
@@ -290,7 +293,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             ("task", o.Task.ToString()),
             ("feature width", source.FeatureCount.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             ("classes", source.ClassCount.ToString(System.Globalization.CultureInfo.InvariantCulture)),
-            ("token vocabulary", source.Vocabulary.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            ("token vocabulary", source.Vocabulary.ToString(System.Globalization.CultureInfo.InvariantCulture) + (source.TokenKeys is { } digest ? $" (keys {digest})" : "")),
             ("label key values", keyValues is null ? "none" : string.Join(", ", keyValues.Values)),
             ("seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             // Every rank reads the same rows and keeps its share: data split into a file per rank would be split again.

@@ -100,7 +100,7 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         var scorer = Scorer;
-        ColumnChecks.Features(inputSchema, scorer.FeatureColumn, scorer.FeatureCount, scorer.Vocabulary);
+        ColumnChecks.Features(inputSchema, scorer.FeatureColumn, scorer.FeatureCount, scorer.Vocabulary, scorer.TokenKeys);
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
         scorer.AddOutputColumns(builder);

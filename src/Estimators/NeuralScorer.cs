@@ -24,9 +24,11 @@ internal sealed class ResultRow
 internal sealed class NeuralScorer : IDisposable
 {
     public NeuralScorer(NeuralTask task, nn.Module<Tensor, Tensor> module, Device device, int featureCount, int outputs,
-        string featureColumn, string scoreColumn, string? probabilityColumn, string? predictedLabelColumn, KeyValues? keyValues, int vocabulary = 0)
+        string featureColumn, string scoreColumn, string? probabilityColumn, string? predictedLabelColumn, KeyValues? keyValues, int vocabulary = 0,
+        string? tokenKeys = null)
     {
         Vocabulary = vocabulary;
+        TokenKeys = tokenKeys;
         Task = task;
         Module = module;
         Device = device;
@@ -47,6 +49,9 @@ internal sealed class NeuralScorer : IDisposable
 
     /// <summary>For a network over a token column: its ids (the key count + 1); 0 for numeric features.</summary>
     public int Vocabulary { get; }
+
+    /// <summary>For a token network, the digest of the training key mapping's values (<see cref="KeyValues.Digest"/>), or null.</summary>
+    public string? TokenKeys { get; }
 
     /// <summary>Reads the feature column of <paramref name="row"/> as this network's input rows are laid out.</summary>
     public ColumnChecks.FeatureRead FeatureReader(DataViewRow row) => ColumnChecks.FeatureReader(row, row.Schema[FeatureColumn], FeatureCount, Vocabulary);

@@ -145,6 +145,22 @@ public sealed class TokenColumnTests
     }
 
     [Fact]
+    public void ScoringWithAKeyMappingOfAsManyTokensNumberedDifferentlyIsRefused()
+    {
+        var ml = new MLContext(seed: 1);
+        var rows = Sentences(100, seed: 5);
+        var train = ml.Data.LoadFromEnumerable(rows);
+        var tokens = Tokens(ml).Fit(train);
+        using var network = ml.BinaryClassification.Trainers.NeuralNetwork(Options(NetworkArchitecture.FastText(8), epochs: 1)).Fit(tokens.Transform(train));
+        // The same 14 words, met in another order: MapValueToKey numbers them by first sight.
+        var reversed = ml.Data.LoadFromEnumerable(Enumerable.Reverse(rows).ToList());
+        var renumbered = Tokens(ml).Fit(reversed).Transform(train);
+        var ex = Assert.Throws<SchemaMismatchException>(() => network.Transform(renumbered));
+        Assert.Contains("numbered differently", ex.Message);
+        network.Transform(tokens.Transform(train)); // the model's own mapping passes
+    }
+
+    [Fact]
     public void AWrongColumnOrAMismatchedArchitectureIsRefusedWithTheWayOut()
     {
         var ml = new MLContext(seed: 1);
