@@ -138,8 +138,14 @@ public static class SpamFilterJob
         foreach (var m in report.Candidates.Where(m => !double.IsFinite(m.Auc)))
             report.Failures.Add($"{m.Name}: AUC is not finite");
         File.WriteAllText(Path.Combine(s.Output, "metrics.json"), JsonSerializer.Serialize(report, JsonOptions));
+        // The networks own native modules: release them (and the reloaded one) now rather than at the process's exit.
+        foreach (var model in results.Select(r => r.model).Append(reloaded))
+            foreach (var network in Flatten(model).OfType<MlNetGuide.Estimators.NeuralNetworkTransformer>()) network.Dispose();
         return report;
     }
+
+    private static IEnumerable<ITransformer> Flatten(ITransformer t) =>
+        t is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : [t];
 
     /// <summary>
     /// Test rows per second through Transform, every output value read by a cursor (the featurizer included): after one
