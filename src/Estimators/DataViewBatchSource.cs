@@ -52,6 +52,7 @@ internal sealed class DataViewBatchSource : IDisposable
         _label = ColumnChecks.Label(data.Schema, options.LabelColumnName, options.Task, out int classes);
         ClassCount = classes;
         // With several GPUs the batch is split across replicas, which sparse tensors cannot be (no views): dense then.
+        TokenKeys = ReadsTokens ? KeyValues.From(_features)?.Digest : null; // read once: it walks every key value
         Sparse = !ReadsTokens && FeatureCount >= SparseWidth && _features.Type is VectorDataViewType && options.Architecture.FirstLayerIsLinear && options.NumGpus <= 1;
     }
 
@@ -82,7 +83,7 @@ internal sealed class DataViewBatchSource : IDisposable
     public DataViewSchema.Column LabelColumn => _label;
 
     /// <summary>For a token column, the digest of its key values (<see cref="KeyValues.Digest"/>); else null.</summary>
-    public string? TokenKeys => ReadsTokens ? KeyValues.From(_features)?.Digest : null;
+    public string? TokenKeys { get; }
 
     /// <summary>The rows the data view says it has (all ranks'), or null when it does not know.</summary>
     public long? ViewRowCount => _data.GetRowCount();

@@ -31,10 +31,8 @@ internal sealed class LengthBuckets
     /// <summary>Each row's length: its last token's position + 1 (0 for a row of padding).</summary>
     public static int[] Lengths(Tensor slots)
     {
-        using var scope = NewDisposeScope();
-        long time = slots.shape[1];
-        var positions = slots.ne(0).to_type(ScalarType.Int32).mul(arange(1, time + 1, dtype: ScalarType.Int32));
-        return positions.max(1).values.data<int>().ToArray();
+        using var lengths = TokenIdsInput.Lengths(slots);
+        return lengths.data<long>().ToArray().Select(l => (int)l).ToArray();
     }
 
     /// <summary>The fraction of token slots that are padding in <paramref name="batches"/> of row indices, each cut to its longest row.</summary>

@@ -217,18 +217,18 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             }
             if (source.InMemory) Look(source.MemoryTrain![0], source.MemoryTrain[1]);
             using var memoryData = source.InMemory && streamedVal is null && !source.ReadsTokens ? new TensorDataModule(source.MemoryTrain!, source.BatchSize, memoryVal, seed) : null;
-            // Token rows in memory: batches of similar lengths (each trimmed to its longest row by TokenIdsInput).
-            var bucketed = source.InMemory && streamedVal is null && source.ReadsTokens ? new LengthBuckets(source.MemoryTrain!, source.BatchSize, seed) : null;
-            // Wide sparse rows held by their non-zeros: sparse batches, shuffled every epoch; validation rows likewise.
+            // Validation batches: sparse rows held by their non-zeros, else streamed in order, else rows in memory.
             var sparseVal = valSource is null ? source.SparseVal : valSource.SparseTrain;
-            Func<IEnumerable<Batch>>? sparseValBatches = sparseVal is not null ? () => sparseVal.InOrder(source.BatchSize)
-                : valSource is null ? null : valSource.InMemory ? () => TensorDataModule.InOrder(valSource.MemoryTrain!, source.BatchSize) : valSource.InOrder;
-            DataModule data = source.SparseTrain is { } sparseTrain
-                ? new EnumerableDataModule(() => sparseTrain.Shuffled(source.BatchSize, seed, running?.Epoch ?? 0), sparseTrain.Batches(source.BatchSize),
-                    sparseValBatches, valBatches)
-                : memoryData ?? (DataModule?)(bucketed is null ? null : new EnumerableDataModule(() => bucketed.Epoch(running?.Epoch ?? 0), bucketed.Count,
-                memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, source.BatchSize), Math.Max(1, source.ValBatches))) ?? new EnumerableDataModule(() => FirstBatchSeen(source.Train(running?.Epoch ?? 0), source.InMemory ? null : Look), source.TrainBatches,
-                streamedVal ?? (memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, source.BatchSize)), valBatches);
+            Func<IEnumerable<Batch>>? validation = sparseVal is not null ? () => sparseVal.InOrder(source.BatchSize)
+                : streamedVal ?? (memoryVal is null ? null : () => TensorDataModule.InOrder(memoryVal, source.BatchSize));
+            // Training batches, when not a TensorDataModule's: wide sparse rows as sparse batches; token rows in memory in
+            // batches of similar lengths (each cut to its longest row by TokenIdsInput); otherwise streamed from the view.
+            int Epoch() => running?.Epoch ?? 0;
+            var bucketed = source.InMemory && streamedVal is null && source.ReadsTokens ? new LengthBuckets(source.MemoryTrain!, source.BatchSize, seed) : null;
+            (Func<IEnumerable<Batch>> Batches, int Count) train = source.SparseTrain is { } sparse ? (() => sparse.Shuffled(source.BatchSize, seed, Epoch()), sparse.Batches(source.BatchSize))
+                : bucketed is not null ? (() => bucketed.Epoch(Epoch()), bucketed.Count)
+                : (() => FirstBatchSeen(source.Train(Epoch()), source.InMemory ? null : Look), source.TrainBatches);
+            DataModule data = memoryData ?? (DataModule)new EnumerableDataModule(train.Batches, train.Count, validation, valBatches);
             ch.Info(MessageSensitivity.None,
                 $"Training {o.Architecture} for {o.Task} on {source.TrainRows} rows ({(valSource is null ? $"{source.ValRows} held out" : $"{valSource.TrainRows} validation rows given")}) of " +
                 (source.ReadsTokens ? $"up to {source.FeatureCount} tokens over a vocabulary of {source.Vocabulary - 1:N0} " : $"{source.FeatureCount} features ") +

@@ -21,6 +21,16 @@ internal sealed class TokenIdsInput : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Each row's length in <paramref name="slots"/>: the position of its last token + 1 (0 for a row of padding), as int64.</summary>
+    public static Tensor Lengths(Tensor slots)
+    {
+        long time = slots.shape[1];
+        using var positions = arange(1, time + 1, dtype: ScalarType.Int64, device: slots.device);
+        using var used = slots.ne(Scalars.Zero);
+        using var placed = used.to_type(ScalarType.Int64).mul(positions);
+        return placed.amax(1);
+    }
+
     /// <summary>The sequence module.</summary>
     public nn.Module<Tensor, Tensor> Net => net;
 
@@ -29,9 +39,7 @@ internal sealed class TokenIdsInput : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var ids = slots.to_type(ScalarType.Int64);
         long time = ids.shape[1];
-        // The longest row: the last slot any row fills, + 1 (one host read per batch).
-        var used = ids.ne(Scalars.Zero).any(0).to_type(ScalarType.Int64).mul(arange(1, time + 1, dtype: ScalarType.Int64, device: ids.device));
-        long length = Math.Max(1, used.max().item<long>());
+        long length = Math.Max(1, Lengths(ids).max().item<long>()); // the longest row (one host read per batch)
         var trimmed = length == time ? ids : ids.narrow(1, 0, length);
         return net.call(trimmed).MoveToOuterDisposeScope();
     }
