@@ -49,7 +49,7 @@ foreach (var m in report.Candidates)
 AnsiConsole.Write(table);
 Console.WriteLine($"{report.TrainRows:N0} emails trained, {report.TestRows:N0} held out ({report.TestSpam:N0} spam), seed {report.Seed}.");
 Console.WriteLine($"Saved {report.Candidates.Single(c => c.Name == report.Saved).Title} to {Path.Combine(settings.Output, SpamFilterJob.ModelFileName)}; " +
-    $"reloaded model identical: {report.ReloadIdentical} (largest score difference {report.ReloadMaxScoreDifference:G3}).");
+    $"reloaded model identical: {report.ReloadIdentical} (largest score difference, relative, {report.ReloadMaxScoreDifference:G3}).");
 Console.WriteLine($"Wrote {Path.Combine(settings.Output, "metrics.json")}");
 foreach (var failure in report.Failures) Console.Error.WriteLine($"CHECK FAILED: {failure}");
 return report.Failures.Count == 0 ? 0 : 1;

@@ -25,12 +25,6 @@ public enum SpamScores
 /// <param name="Build">The estimator to fit on the training split; called once per run with the job's MLContext.</param>
 public sealed record SpamCandidate(string Name, string Title, SpamScores Scores, Func<MLContext, IEstimator<ITransformer>> Build)
 {
-    /// <summary>
-    /// Whether <c>mlContext.Model.Save</c> writes it as a plain ML.NET zip. A token network cannot be yet (ML.NET's
-    /// OnnxTransformer takes no variable-length vectors): it is saved with <c>NeuralModel.Save</c> instead.
-    /// </summary>
-    public bool SavesPlain { get; init; } = true;
-
     /// <summary>ML.NET's bag of word 1-2-grams and character 3-grams (normalized counts), then an averaged perceptron (10 passes).</summary>
     public static SpamCandidate AveragedPerceptron { get; } = new("featurize-text-averaged-perceptron", "FeaturizeText + AveragedPerceptron",
         SpamScores.NonCalibrated,
@@ -58,8 +52,8 @@ public sealed record SpamCandidate(string Name, string Title, SpamScores Scores,
                 {
                     FeatureColumnName = "Tokens", Architecture = architecture, Init = null, Optimizer = OptimizerKind.Adam,
                     LearningRate = learningRate, Epochs = epochs, BatchSize = batchSize, MaxTokens = maxTokens,
-                })))
-        { SavesPlain = false };
+                    TextColumnName = "Normalized", // what TokenizeIntoWords split: the plain zip splits it the same way
+                })));
 
     /// <summary>
     /// ML.NET's FeaturizeText (the baselines' features), then an MlNetGuide MLP: its first layer reads the wide, sparse

@@ -96,6 +96,15 @@ internal static class ColumnChecks
         return column;
     }
 
+    /// <summary>A text column (one string per row), e.g. the one <c>TokenizeIntoWords</c> read.</summary>
+    public static DataViewSchema.Column TextColumn(DataViewSchema schema, string name)
+    {
+        const string expected = "text (one string per row: the column TokenizeIntoWords read)";
+        var column = Find(schema, name, expected);
+        if (column.Type is not TextDataViewType) throw new SchemaMismatchException(name, expected, Describe(column.Type));
+        return column;
+    }
+
     /// <summary>The label column for <paramref name="task"/>; <paramref name="classes"/> is the key count for multiclass.</summary>
     public static DataViewSchema.Column Label(DataViewSchema schema, string name, NeuralTask task, out int classes)
     {

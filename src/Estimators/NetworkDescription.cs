@@ -26,6 +26,10 @@ internal sealed class NetworkDescription
         public int Vocabulary { get; set; }
         /// <summary>For a token network, the digest of its key mapping's values (checked at scoring), or null.</summary>
         public string? TokenKeys { get; set; }
+        /// <summary>For a token network whose text column is known (<see cref="TokenText"/>): that column, its separators and the words in key order; else null.</summary>
+        public string? TextColumn { get; set; }
+        public string? TokenSeparators { get; set; }
+        public string[]? TokenWords { get; set; }
         public int Outputs { get; set; }
         public string Architecture { get; set; } = "";
         public int[] HiddenWidths { get; set; } = [];
@@ -47,6 +51,9 @@ internal sealed class NetworkDescription
             FeatureCount = s.FeatureCount,
             Vocabulary = s.Vocabulary,
             TokenKeys = s.TokenKeys,
+            TextColumn = s.Text?.Column,
+            TokenSeparators = s.Text?.Separators,
+            TokenWords = s.Text?.Words,
             Outputs = s.Outputs,
             Architecture = t.Architecture.Name,
             HiddenWidths = t.Architecture.HiddenWidths.ToArray(),
@@ -91,6 +98,18 @@ internal sealed class NetworkDescription
         if (task == NeuralTask.MulticlassClassification && keyValues is not null && keyValues.Count != config.Outputs)
             throw new ModelFormatException(
                 $"{source}: {configName} has {keyValues.Count} label key values for a network of {config.Outputs} outputs; they must be equal.");
+        TokenText? text = null;
+        if (config.TextColumn is not null || config.TokenWords is not null || config.TokenSeparators is not null)
+        {
+            // The words the plain zip's tokenizer numbers must be the mapping the network was trained on.
+            if (config.TextColumn is not { Length: > 0 } || config.TokenSeparators is not { Length: > 0 } || config.TokenWords is null
+                || config.Vocabulary == 0 || config.TokenWords.Length != config.Vocabulary - 1
+                || MlNetGuide.Estimators.KeyValues.Parse("Text", config.TokenWords).Digest != config.TokenKeys)
+                throw new ModelFormatException(
+                    $"{source}: {configName} names a text column with {config.TokenWords?.Length ?? 0:N0} words that are not the key mapping of the network's " +
+                    $"{Math.Max(0, config.Vocabulary - 1):N0} tokens (digest {config.TokenKeys ?? "none"}). Refused.");
+            text = new TokenText(config.TextColumn, config.TokenSeparators, config.TokenWords);
+        }
         var architecture = NetworkArchitecture.FromConfig(config.Architecture, config.HiddenWidths);
         // Before building anything: the network must fit in the weights the file holds (a module's parameters are at
         // least as large as any width it was asked for), and the weights and the network must fit in the budget.
@@ -107,7 +126,7 @@ internal sealed class NetworkDescription
             loadWeights(module);
             if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
             var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,
-                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues, config.Vocabulary, config.TokenKeys);
+                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues, config.Vocabulary, config.TokenKeys, text);
             return new NeuralNetworkTransformer(scorer, architecture, config.ScoringBatchSize);
         }
         catch (StateDictMismatchException ex)

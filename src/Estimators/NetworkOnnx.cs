@@ -32,12 +32,31 @@ internal static class NetworkOnnx
 
     private const string LabelColumn = "Label";
 
+    static NetworkOnnx() => OnnxExporter.Register<TokenIdsInput>(TokenIds);
+
     /// <summary>Why the network cannot be written as ONNX, naming the module type and the way out; null when it can.</summary>
-    public static string? Refusal(NeuralNetworkTransformer t) => t.VocabularySize > 0
+    public static string? Refusal(NeuralNetworkTransformer t) => t.VocabularySize > 0 && t.Scorer.Text is null
         ? $"The network reads the token column '{t.FeatureColumnName}' (a variable-length vector of keys over {t.VocabularySize - 1:N0} tokens), and ML.NET's " +
-          "OnnxTransformer takes only known-size vectors, so mlContext.Model.Save cannot write it as a plain ML.NET zip yet. " +
-          "Save it with NeuralModel.Save(mlContext, model, schema, path) and load it with NeuralModel.Load, which rebuilds it bit for bit."
+          "OnnxTransformer takes only known-size vectors, so the zip must split the text itself, and Fit found no text column that split on spaces gives these tokens. " +
+          "Name the column TokenizeIntoWords read in NeuralNetworkOptions.TextColumnName (and its separators in TokenSeparators), or save the model with " +
+          "NeuralModel.Save(mlContext, model, schema, path) and load it with NeuralModel.Load, which rebuilds it bit for bit."
         : OnnxExporter.Refusal(t.Scorer.Module, t.FeatureCount);
+
+    /// <summary>
+    /// <see cref="TokenIdsInput"/> as ONNX: the float slots of one row (int64 ids, 0 padding) cut to the row's length (at
+    /// least one step), as the module cuts a batch to its longest row, then the sequence module's own rule.
+    /// </summary>
+    private static string TokenIds(OnnxGraphBuilder g, TokenIdsInput m, string slots)
+    {
+        var ids = g.Node("Cast", [slots], ("to", (long)TensorProto.Types.DataType.Int64));
+        var used = g.Node("Cast", [g.Node("Greater", [ids, g.Int64s("zero", 0)])], ("to", (long)TensorProto.Types.DataType.Int64));
+        // Positions 1..time of the slots (a running sum of ones): the last used one is the row's length.
+        var ones = g.Node("Add", [g.Node("Mul", [ids, g.Int64s("zero", 0)]), g.Int64s("one", 1)]);
+        var positions = g.Node("CumSum", [ones, g.Node("Squeeze", [g.Int64s("time_axis", 1)])]); // CumSum's axis is 0-D
+        var length = g.Node("Max", [g.Node("ReduceMax", [g.Node("Mul", [used, positions])], ("keepdims", 0L)), g.Int64s("at_least", 1)]);
+        var trimmed = g.Node("Slice", [ids, g.Int64s("starts", 0), length, g.Int64s("axes", 1)]);
+        return g.Add(m.Net, trimmed);
+    }
 
     /// <summary>The per-row graph ML.NET runs (see <see cref="ScoringModel"/>), as bytes.</summary>
     public static byte[] ScoringGraph(NeuralNetworkTransformer t) => ScoringModel(t).ToByteArray();
@@ -47,7 +66,8 @@ internal static class NetworkOnnx
     {
         var s = t.Scorer;
         var g = new OnnxGraphBuilder(s.Module);
-        var x = g.Input(s.FeatureColumn, s.FeatureCount);
+        // A token network reads the slots the tokenizer model writes (see TokenText.Model), not the key column.
+        var x = g.Input(s.Text is null ? s.FeatureColumn : TokenText.IdsColumn, s.FeatureCount);
         var y = g.Add(s.Module, g.Node("Unsqueeze", [x, g.Int64s("axes", 0)]));
         if (s.Task == NeuralTask.MulticlassClassification) y = g.Node("Softmax", [y], ("axis", -1L));
         y = g.Node("Reshape", [y, g.Int64s("shape", s.Width)]);
@@ -69,6 +89,21 @@ internal static class NetworkOnnx
         throw new MlNetGuide.Modules.ModelFormatException(
             $"{source}: its ONNX graph is not the one MlNetGuide writes for the network its metadata describes ({Difference(ours, file)}); " +
             "ONNX Runtime and NeuralModel.Load would run different models. Refused.");
+    }
+
+    /// <summary>
+    /// Refuses a tokenizer model from a zip unless it is the one <see cref="TokenText.Model"/> writes for the rebuilt token
+    /// network (its text column, separators, words and MaxTokens): another would feed ONNX Runtime other ids than the
+    /// key column gives <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema, MlNetGuide.Modules.LoadLimits)"/>.
+    /// </summary>
+    public static void CheckTokenizerGraph(NeuralNetworkTransformer rebuilt, ModelProto file, string source)
+    {
+        var ours = rebuilt.Scorer.Text!.Model(rebuilt.FeatureCount);
+        ours.ProducerVersion = file.ProducerVersion;
+        if (ours.Equals(file)) return;
+        throw new MlNetGuide.Modules.ModelFormatException(
+            $"{source}: its tokenizer model is not the one MlNetGuide writes for the text column, words and MaxTokens its network describes ({Difference(ours, file)}); " +
+            "ONNX Runtime and NeuralModel.Load would number the words differently. Refused.");
     }
 
     /// <summary>The first difference between two graphs, in a few words.</summary>
@@ -117,31 +152,56 @@ internal static class NetworkOnnx
     public static void SaveStockChain(NeuralNetworkTransformer t, ModelSaveContext ctx)
     {
         var modelFile = Path.Combine(Path.GetTempPath(), $"mlnetguide-{Guid.NewGuid():N}.onnx");
+        var tokenizerFile = Path.ChangeExtension(modelFile, ".tokenizer.onnx");
         try
         {
             File.WriteAllBytes(modelFile, ScoringGraph(t));
-            using var chain = StockChain(t, modelFile);
+            if (t.Scorer.Text is { } text) File.WriteAllBytes(tokenizerFile, text.Model(t.FeatureCount).ToByteArray());
+            using var chain = StockChain(t, modelFile, tokenizerFile);
             ((ICanSaveModel)chain).Save(ctx);
         }
         finally
         {
             File.Delete(modelFile);
+            File.Delete(tokenizerFile);
         }
     }
 
-    /// <summary>The stock chain described above, fitted (no data is read: every part is trivial or fixed), running <paramref name="modelFile"/>.</summary>
-    private static TransformerChain<ITransformer> StockChain(NeuralNetworkTransformer t, string modelFile)
+    /// <summary>
+    /// The stock chain described above, fitted (no data is read: every part is trivial or fixed), running
+    /// <paramref name="modelFile"/>; for a token network, <paramref name="tokenizerFile"/> (<see cref="TokenText.Model"/>)
+    /// comes first, from the text column to the slots the network reads.
+    /// </summary>
+    private static TransformerChain<ITransformer> StockChain(NeuralNetworkTransformer t, string modelFile, string tokenizerFile)
     {
         var s = t.Scorer;
         var ml = new MLContext();
         IHostEnvironment env = ml;
-        var definition = SchemaDefinition.Create(typeof(FeatureRow));
-        definition[0].ColumnName = s.FeatureColumn;
-        definition[0].ColumnType = new VectorDataViewType(NumberDataViewType.Single, s.FeatureCount);
-        var empty = ml.Data.LoadFromEnumerable(Array.Empty<FeatureRow>(), definition);
-        var onnx = ml.Transforms.ApplyOnnxModel([OutputColumn], [s.FeatureColumn], modelFile).Fit(empty);
-        var parts = new List<ITransformer> { onnx };
-        var view = onnx.Transform(empty);
+        var parts = new List<ITransformer>();
+        var drop = new List<string> { OutputColumn };
+        IDataView view;
+        string networkInput = s.FeatureColumn;
+        if (s.Text is { } text)
+        {
+            var definition = SchemaDefinition.Create(typeof(TextRow));
+            definition[0].ColumnName = text.Column;
+            view = ml.Data.LoadFromEnumerable(Array.Empty<TextRow>(), definition);
+            var tokenizer = ml.Transforms.ApplyOnnxModel([TokenText.IdsColumn], [text.Column], tokenizerFile).Fit(view);
+            parts.Add(tokenizer);
+            view = tokenizer.Transform(view);
+            networkInput = TokenText.IdsColumn;
+            drop.Add(TokenText.IdsColumn);
+        }
+        else
+        {
+            var definition = SchemaDefinition.Create(typeof(FeatureRow));
+            definition[0].ColumnName = s.FeatureColumn;
+            definition[0].ColumnType = new VectorDataViewType(NumberDataViewType.Single, s.FeatureCount);
+            view = ml.Data.LoadFromEnumerable(Array.Empty<FeatureRow>(), definition);
+        }
+        var onnx = ml.Transforms.ApplyOnnxModel([OutputColumn], [networkInput], modelFile).Fit(view);
+        parts.Add(onnx);
+        view = onnx.Transform(view);
         void Append(ITransformer part)
         {
             parts.Add(part);
@@ -176,7 +236,6 @@ internal static class NetworkOnnx
                     s.ScoreColumn, s.PredictedLabelColumn!));
                 break;
         }
-        var drop = new List<string> { OutputColumn };
         foreach (var (wanted, stock) in renames.Where(r => r.wanted != r.stock))
         {
             Append(ml.Transforms.CopyColumns(wanted, stock).Fit(view));
@@ -189,5 +248,10 @@ internal static class NetworkOnnx
     private sealed class FeatureRow
     {
         public float[] Features { get; set; } = [];
+    }
+
+    private sealed class TextRow
+    {
+        public string Text { get; set; } = "";
     }
 }

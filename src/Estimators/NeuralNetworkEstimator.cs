@@ -146,6 +146,16 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         ranks.Agree("the estimator's data and options", RankSettings(o, seed, source, keyValues)); // before any row is read
         var devices = MlNetDevices.Resolve(_env, o.NumGpus, m => ch.Warning(MessageSensitivity.None, m)); // GpuDeviceId first, then NumGpus
         source.Prepare((long)o.InMemoryLimitMB << 20);
+        // A token column's text column, checked row for row: what lets mlContext.Model.Save write a plain zip (TokenText).
+        string? noText = null;
+        var text = source.ReadsTokens
+            ? TokenText.Find(input, input.Schema[o.FeatureColumnName], source.FeatureCount, source.Vocabulary, o.TextColumnName,
+                o.TokenSeparators is null ? null : new string(o.TokenSeparators), out noText)
+            : null;
+        if (source.ReadsTokens)
+            ch.Info(MessageSensitivity.None, text is not null
+                ? $"The tokens of '{o.FeatureColumnName}' are text column '{text.Column}' split on its separators: mlContext.Model.Save can write a plain zip."
+                : $"mlContext.Model.Save will refuse this network: {noText}. Set NeuralNetworkOptions.TextColumnName, or save with NeuralModel.Save.");
         using var valSource = validationData is null ? null : new DataViewBatchSource(validationData, o, seed, splitValidation: false, shard: shard);
         if (valSource is not null)
         {
@@ -256,7 +266,7 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         {
             var device = devices.Count > 0 ? devices[0] : CPU;
             var scorer = new NeuralScorer(o.Task, net, device, source.FeatureCount, outputs, o.FeatureColumnName,
-                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues, source.Vocabulary, source.TokenKeys);
+                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues, source.Vocabulary, source.TokenKeys, text);
             return new NeuralNetworkTransformer(scorer, o.Architecture, o.ScoringBatchSize, history);
         }
         catch
@@ -300,7 +310,8 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
             ("rows in the data view", source.ViewRowCount is long n ? n.ToString(System.Globalization.CultureInfo.InvariantCulture) : "unknown"),
         };
         string[] free = [nameof(o.FeatureColumnName), nameof(o.LabelColumnName), nameof(o.ScoreColumnName), nameof(o.EpochCompleted),
-            nameof(o.CancellationToken), nameof(o.NumberOfThreads), nameof(o.ScoringBatchSize), nameof(o.Seed), "ProbabilityColumn", "PredictedLabelColumn"];
+            nameof(o.CancellationToken), nameof(o.NumberOfThreads), nameof(o.ScoringBatchSize), nameof(o.Seed), "ProbabilityColumn", "PredictedLabelColumn",
+            nameof(o.TextColumnName), nameof(o.TokenSeparators)]; // the text column changes the saved zip, not training
         foreach (var p in o.GetType().GetProperties().Where(p => p.CanRead && p.GetIndexParameters().Length == 0 && !free.Contains(p.Name)).OrderBy(p => p.Name, StringComparer.Ordinal))
             settings.Add((p.Name, Convert.ToString(p.GetValue(o), System.Globalization.CultureInfo.InvariantCulture) ?? "null"));
         return settings;

@@ -167,6 +167,20 @@ public abstract class NeuralNetworkOptions
     /// </summary>
     public int MaxTokens { get; set; } = 256;
 
+    /// <summary>
+    /// For a token column: the text column <c>TokenizeIntoWords</c> split to make it (after <c>NormalizeText</c>, if the
+    /// pipeline has one). ML.NET's OnnxTransformer takes no variable-length vector, so the plain zip
+    /// <c>mlContext.Model.Save</c> writes splits this column and numbers its words itself (ONNX StringSplit and
+    /// LabelEncoder, with the key mapping's words); Fit checks on the training rows (up to 100,000) that this gives the
+    /// token column exactly, and names the first row that differs. Default null: Fit looks for such a column among the
+    /// data's text columns (split on spaces, <c>TokenizeIntoWords</c>' default), the last one that fits; when none does,
+    /// the network trains as well and only <c>mlContext.Model.Save</c> refuses it (<c>NeuralModel.Save</c> still works).
+    /// </summary>
+    public string? TextColumnName { get; set; }
+
+    /// <summary>The separators <c>TokenizeIntoWords</c> was given, for <see cref="TextColumnName"/>. Default null: a space, as its default.</summary>
+    public char[]? TokenSeparators { get; set; }
+
     /// <summary>Rows per forward pass when scoring with Transform. Default 512.</summary>
     public int ScoringBatchSize { get; set; } = 512;
 
@@ -201,6 +215,7 @@ public abstract class NeuralNetworkOptions
         ArgumentOutOfRangeException.ThrowIfNegative(NumGpus, nameof(NumGpus));
         ArgumentOutOfRangeException.ThrowIfNegative(InMemoryLimitMB, nameof(InMemoryLimitMB)); // 0 streams every epoch
         if (NumberOfThreads is { } threads) ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threads, nameof(NumberOfThreads));
+        if (TokenSeparators is { Length: 0 }) throw new ArgumentException("TokenSeparators must list at least one character (or be null: a space).", nameof(TokenSeparators));
         if (MaxTokens is < 1 or > 65536) throw new ArgumentOutOfRangeException(nameof(MaxTokens), MaxTokens, "must be between 1 and 65,536 tokens");
         if (!Enum.IsDefined(Distribution)) throw new ArgumentOutOfRangeException(nameof(Distribution), Distribution, "not a Distribution");
         LearningRates.Check(LearningRate, nameof(LearningRate));

@@ -25,9 +25,10 @@ internal sealed class NeuralScorer : IDisposable
 {
     public NeuralScorer(NeuralTask task, nn.Module<Tensor, Tensor> module, Device device, int featureCount, int outputs,
         string featureColumn, string scoreColumn, string? probabilityColumn, string? predictedLabelColumn, KeyValues? keyValues, int vocabulary = 0,
-        string? tokenKeys = null)
+        string? tokenKeys = null, TokenText? text = null)
     {
         Vocabulary = vocabulary;
+        Text = text;
         TokenKeys = tokenKeys;
         Task = task;
         Module = module;
@@ -52,6 +53,9 @@ internal sealed class NeuralScorer : IDisposable
 
     /// <summary>For a token network, the digest of the training key mapping's values (<see cref="KeyValues.Digest"/>), or null.</summary>
     public string? TokenKeys { get; }
+
+    /// <summary>For a token network, the text column its tokens came from (what a plain zip's tokenizer model splits), or null when unknown.</summary>
+    public TokenText? Text { get; }
 
     /// <summary>Reads the feature column of <paramref name="row"/> as this network's input rows are laid out.</summary>
     public ColumnChecks.FeatureRead FeatureReader(DataViewRow row) => ColumnChecks.FeatureReader(row, row.Schema[FeatureColumn], FeatureCount, Vocabulary);

@@ -40,9 +40,10 @@ internal static class PlainModelZip
         ITransformer? loaded = null;
         try
         {
-            foreach (var graph in graphs)
+            for (int i = 0; i < graphs.Count; i++)
             {
-                if (graph is null)
+                var graph = graphs[i];
+                if (graph is null || IsTokenizer(graph))
                 {
                     networks.Add(null);
                     continue;
@@ -53,7 +54,21 @@ internal static class PlainModelZip
                 // The comparison re-exports the network (a graph as large as this one): it counts against the budget too.
                 budget.Charge(graph.CalculateSize(), "the graph re-exported for comparison");
                 NetworkOnnx.CheckScoringGraph(network, graph, source);
+                // A token network's tokenizer model comes right before it, and must be the one its words and text column make.
+                var tokenizer = i > 0 && graphs[i - 1] is { } before && IsTokenizer(before) ? before : null;
+                if ((network.Scorer.Text is null) != (tokenizer is null))
+                    throw new ModelFormatException(network.Scorer.Text is null
+                        ? $"{source}: a tokenizer model comes before a network that reads no text column. Refused."
+                        : $"{source}: the network reads text column '{network.Scorer.Text.Column}', but no MlNetGuide tokenizer model comes before it. Refused.");
+                if (tokenizer is not null)
+                {
+                    budget.Charge(tokenizer.CalculateSize(), "the tokenizer re-exported for comparison");
+                    NetworkOnnx.CheckTokenizerGraph(network, tokenizer, source);
+                }
             }
+            for (int i = 0; i < graphs.Count; i++)
+                if (graphs[i] is { } g && IsTokenizer(g) && (i + 1 == graphs.Count || networks[i + 1] is null))
+                    throw new ModelFormatException($"{source}: a tokenizer model is not followed by the network that reads it. Refused.");
             loaded = ml.Model.Load(new MemoryStream(file.GetBuffer(), 0, (int)file.Length, writable: false), out inputSchema);
             int index = 0;
             Walk(loaded, result, networks, ref index);
@@ -75,9 +90,12 @@ internal static class PlainModelZip
         if (t.GetType().IsGenericType && t.GetType().GetGenericTypeDefinition() == typeof(TransformerChain<>))
         {
             var children = ((IEnumerable<ITransformer>)t).ToList();
-            if (children.Count > 0 && children[0] is OnnxTransformer && index < networks.Count && networks[index] is { } network)
+            // A network's stock chain starts with its ONNX model, or with the tokenizer model before it (a token network).
+            int models = index < networks.Count && networks[index] is not null ? 1
+                : index + 1 < networks.Count && networks[index + 1] is { Scorer.Text: not null } ? 2 : 0;
+            if (children.Count >= models && models > 0 && children.Take(models).All(c => c is OnnxTransformer) && networks[index + models - 1] is { } network)
             {
-                index++;
+                index += models;
                 output.Add(network);
                 foreach (var c in children) (c as IDisposable)?.Dispose();
                 return;
@@ -110,6 +128,8 @@ internal static class PlainModelZip
             });
     }
 
+    private static bool IsTokenizer(ModelProto graph) => OnnxStateDict.Metadata(graph, TokenText.Metadata) is not null;
+
     /// <summary>The ONNX model in an OnnxModel entry (an int32 length, then the bytes) if MlNetGuide exported it; else null.</summary>
     private static ModelProto? ReadGraph(ZipArchiveEntry entry, string source)
     {
@@ -128,7 +148,7 @@ internal static class PlainModelZip
         {
             throw new ModelFormatException($"{source}: {entry.FullName} is not a valid ONNX model ({ex.Message}).", ex);
         }
-        return OnnxStateDict.Metadata(model, NetworkOnnx.ConfigMetadata) is null ? null : model;
+        return OnnxStateDict.Metadata(model, NetworkOnnx.ConfigMetadata) is null && !IsTokenizer(model) ? null : model;
     }
 
     /// <summary>Orders ML.NET's entry paths depth first, reading "TransformerN" folders by their number (Transformer10 after Transformer9).</summary>

@@ -58,10 +58,12 @@ public sealed class SampleTests : IDisposable
             Assert.True(m.GetProperty("reload_identical").GetBoolean());
             Assert.Equal(1000, m.GetProperty("train_rows").GetInt32() + m.GetProperty("test_rows").GetInt32());
         }
-        // The network alone is the best: saved with NeuralModel.Save (no plain zip for tokens yet) and reloaded identically.
+        // The network alone is the best: saved as a plain zip (its tokenizer inside as ONNX) and reloaded with a plain Model.Load.
         (code, stdout, stderr) = ChildProcess.RunApp("SpamFilter.dll", "--limit", "1000", "--candidates", "fasttext", "--output", _dir, "--data", RepoData.SpamPath);
         Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
-        Assert.Contains("with NeuralModel.Save", stdout);
+        Assert.Contains("with mlContext.Model.Save", stdout);
+        using (var zip = System.IO.Compression.ZipFile.OpenRead(Path.Combine(_dir, "spam-model.zip")))
+            Assert.Equal(2, zip.Entries.Count(e => e.Name == "OnnxModel")); // the tokenizer and the network
         using var again = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "metrics.json")));
         Assert.Equal("fasttext", again.RootElement.GetProperty("saved").GetString());
         Assert.True(again.RootElement.GetProperty("reload_identical").GetBoolean());

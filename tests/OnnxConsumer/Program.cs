@@ -1,6 +1,7 @@
 // Loads an ML.NET model zip with a plain mlContext.Model.Load, as a service without MlNetGuide or TorchSharp would, and
 // prints what it predicts, row by row, through Transform (T lines) and a PredictionEngine (P lines):
 //   OnnxConsumer MODEL.zip ROWS.idv INPUT_COLUMN WIDTH multiclass-key|multiclass-float|binary|regression
+// (WIDTH 0: INPUT_COLUMN is text, one string a row, as a pipeline that tokenizes it takes)
 using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Data;
@@ -21,9 +22,21 @@ var probabilities = scored.Schema.GetColumnOrNull("Probability") is { } p ? Colu
 for (int i = 0; i < scores.Count; i++)
     Console.WriteLine($"T\t{i}\t{labels?[i] ?? "-"}\t{scores[i]}{(probabilities is null ? "" : "\t" + probabilities[i])}");
 
-var inputs = ml.Data.CreateEnumerable<FeatureRow>(rows, reuseRowObject: false, schemaDefinition: Definition(inputColumn, width)).ToList();
-for (int i = 0; i < inputs.Count; i++)
-    Console.WriteLine($"P\t{i}\t{Predict(ml, model, inputs[i], inputColumn, width, mode)}");
+if (width == 0)
+{
+    var definition = SchemaDefinition.Create(typeof(TextRow));
+    definition[0].ColumnName = inputColumn;
+    var texts = ml.Data.CreateEnumerable<TextRow>(rows, reuseRowObject: false, schemaDefinition: definition).ToList();
+    for (int i = 0; i < texts.Count; i++)
+        Console.WriteLine($"P\t{i}\t{Predict(ml, model, texts[i], definition, mode)}");
+}
+else
+{
+    var definition = Definition(inputColumn, width);
+    var inputs = ml.Data.CreateEnumerable<FeatureRow>(rows, reuseRowObject: false, schemaDefinition: definition).ToList();
+    for (int i = 0; i < inputs.Count; i++)
+        Console.WriteLine($"P\t{i}\t{Predict(ml, model, inputs[i], definition, mode)}");
+}
 
 // Prove the point: nothing of MlNetGuide or TorchSharp is in this process.
 var foreign = AppDomain.CurrentDomain.GetAssemblies().Select(a => a.GetName().Name ?? "")
@@ -39,35 +52,34 @@ static SchemaDefinition Definition(string column, int width)
     return definition;
 }
 
-static string Predict(MLContext ml, ITransformer model, FeatureRow row, string column, int width, string mode)
+static string Predict<TIn>(MLContext ml, ITransformer model, TIn row, SchemaDefinition definition, string mode) where TIn : class
 {
-    var definition = Definition(column, width);
     switch (mode)
     {
         case "multiclass-key":
         {
-            var p = Engine<MulticlassKey>(ml, model, definition).Predict(row);
+            var p = Engine<TIn, MulticlassKey>(ml, model, definition).Predict(row);
             return $"{p.PredictedLabel.ToString(CultureInfo.InvariantCulture)}\t{Floats(p.Score)}";
         }
         case "multiclass-float":
         {
-            var p = Engine<MulticlassFloat>(ml, model, definition).Predict(row);
+            var p = Engine<TIn, MulticlassFloat>(ml, model, definition).Predict(row);
             return $"{Text(p.PredictedLabel)}\t{Floats(p.Score)}";
         }
         case "binary":
         {
-            var p = Engine<Binary>(ml, model, definition).Predict(row);
+            var p = Engine<TIn, Binary>(ml, model, definition).Predict(row);
             return $"{p.PredictedLabel}\t{Text(p.Score)}\t{Text(p.Probability)}";
         }
         case "regression":
-            return $"-\t{Text(Engine<Regression>(ml, model, definition).Predict(row).Score)}";
+            return $"-\t{Text(Engine<TIn, Regression>(ml, model, definition).Predict(row).Score)}";
         default:
             throw new ArgumentException($"unknown mode '{mode}'");
     }
 }
 
-static PredictionEngine<FeatureRow, T> Engine<T>(MLContext ml, ITransformer model, SchemaDefinition definition) where T : class, new() =>
-    Engines<T>.For(ml, model, definition);
+static PredictionEngine<TIn, T> Engine<TIn, T>(MLContext ml, ITransformer model, SchemaDefinition definition) where TIn : class where T : class, new() =>
+    Engines<TIn, T>.For(ml, model, definition);
 
 static List<string> Column(IDataView view, DataViewSchema.Column column) => column.Type switch
 {
@@ -81,18 +93,23 @@ static List<string> Column(IDataView view, DataViewSchema.Column column) => colu
 static string Text(float v) => v.ToString("R", CultureInfo.InvariantCulture);
 static string Floats(float[] values) => string.Join(",", values.Select(Text));
 
-internal static class Engines<T> where T : class, new()
+internal static class Engines<TIn, T> where TIn : class where T : class, new()
 {
-    private static PredictionEngine<FeatureRow, T>? _engine;
+    private static PredictionEngine<TIn, T>? _engine;
 
     // One engine for all rows (one thread), made on first use.
-    public static PredictionEngine<FeatureRow, T> For(MLContext ml, ITransformer model, SchemaDefinition definition) =>
-        _engine ??= ml.Model.CreatePredictionEngine<FeatureRow, T>(model, inputSchemaDefinition: definition);
+    public static PredictionEngine<TIn, T> For(MLContext ml, ITransformer model, SchemaDefinition definition) =>
+        _engine ??= ml.Model.CreatePredictionEngine<TIn, T>(model, inputSchemaDefinition: definition);
 }
 
 internal sealed class FeatureRow
 {
     public float[] Features { get; set; } = [];
+}
+
+internal sealed class TextRow
+{
+    public string Text { get; set; } = "";
 }
 
 internal sealed class MulticlassKey

@@ -1,0 +1,224 @@
+using System.Text.Json.Serialization;
+using Google.Protobuf;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Onnx;
+
+namespace MlNetGuide.Estimators;
+
+/// <summary>
+/// Where a token column came from: the text column ML.NET's <c>TokenizeIntoWords</c> split on <see cref="Separators"/>,
+/// and the words its <c>MapValueToKey</c> numbered (key k is <see cref="Words"/>[k − 1]). A plain zip needs it because
+/// ML.NET's OnnxTransformer takes no variable-length vector: the zip's first ONNX model (<see cref="Model"/>) splits the
+/// text and numbers the words itself, into the fixed slots of ids the network reads. <see cref="Find"/> checks, at
+/// Fit, that this reproduces the token column row for row.
+/// </summary>
+internal sealed class TokenText
+{
+    /// <summary>The ONNX metadata key that marks (and describes) a tokenizer model MlNetGuide wrote.</summary>
+    public const string Metadata = "mlnetguide.tokenizer";
+
+    /// <summary>The column the tokenizer model writes and the network model reads (dropped at the end of the chain).</summary>
+    public const string IdsColumn = "MlNetGuideTokenIds";
+
+    /// <summary>The most training rows <see cref="Find"/> compares.</summary>
+    public const int RowsChecked = 100_000;
+
+    /// <summary>ML.NET's <c>TokenizeIntoWords</c> default: the space.</summary>
+    public const string DefaultSeparators = " ";
+
+    public TokenText(string column, string separators, string[] words)
+    {
+        Column = column;
+        Separators = separators;
+        Words = words;
+    }
+
+    public string Column { get; }
+
+    public string Separators { get; }
+
+    public string[] Words { get; }
+
+    /// <summary>
+    /// The slots of ids the network reads for <paramref name="text"/>: split on the separators (empty pieces dropped, as
+    /// <c>TokenizeIntoWords</c> does), each word's key (0 for a word the mapping does not know), the first
+    /// <c>slots.Length</c> of them, zeros after. The tokenizer model computes the same.
+    /// </summary>
+    public static void Ids(ReadOnlySpan<char> text, string separators, Dictionary<string, int> keys, Span<float> slots)
+    {
+        slots.Clear();
+        int n = 0;
+        foreach (var range in text.SplitAny(separators))
+        {
+            if (n == slots.Length) break;
+            var word = text[range];
+            if (word.IsEmpty) continue;
+            slots[n++] = keys.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(word, out int key) ? key : 0;
+        }
+    }
+
+    /// <summary>
+    /// The text column the token column was made from, checked on the training rows (at most <see cref="RowsChecked"/>):
+    /// <paramref name="requested"/> when given (an error naming the first row that differs when it does not reproduce
+    /// the tokens), else the last text column that reproduces them with <see cref="DefaultSeparators"/>; null when
+    /// none does (the network then trains, and only <c>mlContext.Model.Save</c> refuses it, naming the option).
+    /// </summary>
+    public static TokenText? Find(IDataView data, DataViewSchema.Column tokens, int maxTokens, int vocabulary,
+        string? requested, string? separators, out string? why)
+    {
+        why = null;
+        var words = KeyValues.From(tokens) is { ItemType: TextDataViewType } values ? values.Values : null;
+        var candidates = requested is not null
+            ? [ColumnChecks.TextColumn(data.Schema, requested)]
+            : data.Schema.Where(c => !c.IsHidden && c.Type is TextDataViewType).Reverse().ToList();
+        if (words is null || words.Length != vocabulary - 1)
+        {
+            why = $"the token column '{tokens.Name}' has no text key values (a mapping of words) to number the words with";
+            if (requested is not null)
+                throw new SchemaMismatchException(tokens.Name, "a vector of keys whose values are the words (MapValueToKey over TokenizeIntoWords)", why);
+            return null;
+        }
+        if (candidates.Count == 0)
+        {
+            why = "the data has no text column the tokens could come from";
+            return null;
+        }
+        var sep = separators ?? DefaultSeparators;
+        var keys = new Dictionary<string, int>(words.Length, StringComparer.Ordinal);
+        for (int i = 0; i < words.Length; i++) keys.TryAdd(words[i], i + 1);
+
+        using var cursor = data.GetRowCursor([tokens, .. candidates]);
+        var read = ColumnChecks.FeatureReader(cursor, tokens, maxTokens, vocabulary);
+        var getters = candidates.Select(c => cursor.GetGetter<ReadOnlyMemory<char>>(c)).ToArray();
+        var alive = Enumerable.Range(0, candidates.Count).ToList();
+        var expected = new float[maxTokens];
+        var found = new float[maxTokens];
+        ReadOnlyMemory<char> text = default;
+        long row = 0;
+        while (alive.Count > 0 && row < RowsChecked && cursor.MoveNext())
+        {
+            read(expected);
+            for (int a = alive.Count - 1; a >= 0; a--)
+            {
+                getters[alive[a]](ref text);
+                Ids(text.Span, sep, keys, found);
+                if (found.AsSpan().SequenceEqual(expected)) continue;
+                if (requested is not null)
+                    throw new SchemaMismatchException(requested,
+                        $"the text column that TokenizeIntoWords split (on {Describe(sep)}) to make '{tokens.Name}'",
+                        $"a text whose words differ from the tokens in row {row} ({First(found)} where '{tokens.Name}' has {First(expected)}); " +
+                        "name the column TokenizeIntoWords read (after NormalizeText, if any) and its separators in NeuralNetworkOptions.TokenSeparators");
+                alive.RemoveAt(a);
+            }
+            row++;
+        }
+        if (alive.Count == 0)
+        {
+            why = $"no text column of the data ({string.Join(", ", candidates.Select(c => $"'{c.Name}'"))}) split on {Describe(sep)} gives the tokens of '{tokens.Name}'";
+            return null;
+        }
+        return new TokenText(candidates[alive.Min()].Name, sep, words); // candidates run from the last column
+
+        static string First(float[] ids) => "keys [" + string.Join(", ", ids.TakeWhile(v => v != 0).Take(6)) + (ids.Count(v => v != 0) > 6 ? ", ..." : "") + "]";
+    }
+
+    private static string Describe(string separators) => string.Join(" or ", separators.Select(c => c == ' ' ? "spaces" : $"'{c}'"));
+
+    /// <summary>
+    /// The tokenizer model: input the text column (a string [1, 1], as ML.NET's OnnxTransformer passes one row); output
+    /// <see cref="IdsColumn"/>, float [maxTokens] — the slots of <see cref="Ids"/>. StringSplit once per separator
+    /// (ai.onnx opset 20), LabelEncoder (ai.onnx.ml 2: each word to its key, unknown 0, the empty piece −1), Compress
+    /// drops the empty pieces, then padding with zeros and the first maxTokens.
+    /// </summary>
+    public ModelProto Model(int maxTokens)
+    {
+        var graph = new GraphProto { Name = "MlNetGuideTokenizer" };
+        int counter = 0;
+        string Node(string op, string domain, string[] inputs, params AttributeProto[] attributes)
+        {
+            var output = $"{op}_{counter++}";
+            var node = new NodeProto { OpType = op, Domain = domain, Name = output };
+            node.Input.AddRange(inputs);
+            node.Output.Add(output);
+            if (op == "StringSplit") node.Output.Add(output + "_lengths");
+            node.Attribute.AddRange(attributes);
+            graph.Node.Add(node);
+            return output;
+        }
+        string Int64s(params long[] values)
+        {
+            var name = $"const_{counter++}";
+            var t = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Int64 };
+            t.Dims.Add(values.Length);
+            t.Int64Data.AddRange(values);
+            graph.Initializer.Add(t);
+            return name;
+        }
+        static AttributeProto Text(string name, string value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
+        static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
+
+        graph.Input.Add(Value(Column, TensorProto.Types.DataType.String, 1, 1)); // ML.NET passes a text scalar as [1, 1]
+        var pieces = Column;
+        foreach (var separator in Separators)
+            pieces = Node("Reshape", "", [Node("StringSplit", "", [pieces], Text("delimiter", separator.ToString())), Int64s(-1)]);
+        var encoder = new[]
+        {
+            new AttributeProto { Name = "keys_strings", Type = AttributeProto.Types.AttributeType.Strings },
+            new AttributeProto { Name = "values_int64s", Type = AttributeProto.Types.AttributeType.Ints },
+            Int("default_int64", 0),
+        };
+        encoder[0].Strings.Add(ByteString.Empty);
+        encoder[1].Ints.Add(-1);
+        for (int i = 0; i < Words.Length; i++)
+        {
+            encoder[0].Strings.Add(ByteString.CopyFromUtf8(Words[i]));
+            encoder[1].Ints.Add(i + 1);
+        }
+        var keys = Node("LabelEncoder", "ai.onnx.ml", [pieces], encoder);
+        var words = Node("Compress", "", [keys, Node("Not", "", [Node("Equal", "", [keys, Int64s(-1)])])], Int("axis", 0));
+        var padded = Node("Concat", "", [words, Node("ConstantOfShape", "", [Int64s(maxTokens)],
+            new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = Zero() })], Int("axis", 0));
+        Node("Cast", "", [Node("Slice", "", [padded, Int64s(0), Int64s(maxTokens)])], Int("to", (long)TensorProto.Types.DataType.Float));
+        graph.Node[^1].Output[0] = IdsColumn;
+        graph.Output.Add(Value(IdsColumn, TensorProto.Types.DataType.Float, maxTokens));
+
+        var model = new ModelProto
+        {
+            IrVersion = 9, // opset 20 needs IR 9
+            ProducerName = "MlNetGuide",
+            ProducerVersion = typeof(TokenText).Assembly.GetName().Version?.ToString() ?? "",
+            Graph = graph,
+        };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 20 });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "ai.onnx.ml", Version = 2 });
+        model.MetadataProps.Add(new StringStringEntryProto
+        {
+            Key = Metadata,
+            Value = System.Text.Json.JsonSerializer.Serialize(new Description(Column, Separators, maxTokens, Words.Length)),
+        });
+        return model;
+
+        static TensorProto Zero()
+        {
+            var t = new TensorProto { DataType = (int)TensorProto.Types.DataType.Int64 };
+            t.Dims.Add(1);
+            t.Int64Data.Add(0);
+            return t;
+        }
+    }
+
+    private static ValueInfoProto Value(string name, TensorProto.Types.DataType type, params long[] sizes)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var size in sizes) shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = size });
+        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } } };
+    }
+
+    /// <summary>What the tokenizer model's metadata says of it (the words are its LabelEncoder's keys).</summary>
+    public sealed record Description(
+        [property: JsonPropertyName("column")] string Column,
+        [property: JsonPropertyName("separators")] string Separators,
+        [property: JsonPropertyName("maxTokens")] int MaxTokens,
+        [property: JsonPropertyName("words")] int Words);
+}
