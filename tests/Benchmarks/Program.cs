@@ -1,4 +1,4 @@
-// The benchmark command: dotnet run -c Release --project tests/Benchmarks [-- --quick] [--output docs] [--pytorch-only | --step-profile | --contention | --distributed | --text]
+// The benchmark command: dotnet run -c Release --project tests/Benchmarks [-- --quick] [--output docs] [--pytorch-only | --step-profile | --contention | --distributed | --text | --sparse]
 // Measures, side by side in one process and one run, and writes docs/benchmarks.md, docs/benchmarks.json and plots.
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -17,6 +17,12 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 if (args is ["--mpi-worker", .. var worker]) return Distributed.Worker(worker); // a rank of the --distributed figures
+if (args is ["--sparse-worker", .. var side]) return Sparse.Worker(side); // one side of the --sparse figures
+if (args.Contains("--sparse")) // issue #26: sparse input against the dense path (Sparse.cs); printed, nothing written
+{
+    Sparse.RunAll(Console.WriteLine, args.Contains("--quick"));
+    return 0;
+}
 bool quick = args.Contains("--quick");
 bool pytorchOnly = args.Contains("--pytorch-only"); // just "PyTorch as the peer": markdown and one JSON line printed; nothing written
 Harness.Repetitions = quick ? 5 : 7;

@@ -1,0 +1,89 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MlNetGuide.Estimators;
+
+namespace MlNetGuide.Benchmarks;
+
+/// <summary>
+/// Issue #26's sparse-input row (<c>--sparse</c>; printed, nothing written): one wide, sparse column (ML.NET's
+/// FeaturizeText and one-hot encodings write such vectors) trained by the same MLP through the sparse path (rows held by
+/// their non-zeros, sparse batches) and through the dense path (rows densified, as before: here the dense streaming
+/// that InMemoryLimitMB = 0 forces, since dense rows of this width do not fit in memory). Each side runs in a process
+/// of its own (<c>--sparse-worker</c>), so that its peak resident memory (VmHWM) is its own; the sides alternate.
+/// </summary>
+internal static class Sparse
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+    private const int Rows = 2_000, Epochs = 2;
+
+    public static void RunAll(Action<string> log, bool quick)
+    {
+        int rounds = quick ? 1 : 3;
+        foreach (var (width, nonZeros) in new[] { (100_000, 100), (1_000_000, 1_000) })
+        {
+            log($"Sparse input (issue #26): {Rows:N0} rows of a {width:N0}-wide column, {nonZeros:N0} non-zeros a row ({100.0 * nonZeros / width:G2} %), MLP 8, {Epochs} epochs, batch 256");
+            var ratios = new List<double>();
+            for (int r = 0; r < rounds; r++)
+            {
+                var sparse = Worker("sparse", width, nonZeros);
+                var dense = Worker("dense", width, nonZeros);
+                ratios.Add(dense.epochSeconds / sparse.epochSeconds);
+                log($"| round {r + 1} | sparse {sparse.epochSeconds:F2} s/epoch, peak {sparse.peakMb:N0} MB | dense {dense.epochSeconds:F2} s/epoch, peak {dense.peakMb:N0} MB | dense/sparse time {ratios[^1]:F1}x |");
+            }
+            ratios.Sort();
+            log($"| median dense/sparse time per epoch | {ratios[ratios.Count / 2]:F1}x | dense rows would hold {(double)Rows * width * 4 / (1 << 20):N0} MB; the non-zeros {(double)Rows * nonZeros * 8 / (1 << 20):N0} MB |");
+        }
+    }
+
+    private static (double epochSeconds, long peakMb) Worker(string mode, int width, int nonZeros)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in new[] { typeof(Sparse).Assembly.Location, "--sparse-worker", mode, width.ToString(Inv), nonZeros.ToString(Inv) }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var lines = p.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"sparse worker {mode} exited {p.ExitCode}");
+        var result = lines.Single(l => l.StartsWith("result ", StringComparison.Ordinal)).Split(' ');
+        return (double.Parse(result[1], Inv), long.Parse(result[2], Inv) / 1024);
+    }
+
+    /// <summary>One side: builds the rows, fits (timed), prints "result &lt;seconds per epoch&gt; &lt;VmHWM kB&gt;".</summary>
+    public static int Worker(string[] args)
+    {
+        var (mode, width, nonZeros) = (args[0], int.Parse(args[1], Inv), int.Parse(args[2], Inv));
+        var rng = new Random(1);
+        var rows = new List<WideRow>(Rows);
+        for (int i = 0; i < Rows; i++)
+        {
+            var columns = new SortedSet<int>();
+            while (columns.Count < nonZeros) columns.Add(rng.Next(width));
+            var indices = columns.ToArray();
+            var values = indices.Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            rows.Add(new WideRow { Features = new VBuffer<float>(width, indices.Length, values, indices), Label = values.Take(10).Sum() > 0 });
+        }
+        var ml = new MLContext(seed: 1);
+        var definition = SchemaDefinition.Create(typeof(WideRow));
+        definition[nameof(WideRow.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, width);
+        var data = ml.Data.Cache(ml.Data.LoadFromEnumerable(rows, definition));
+        var options = new BinaryNeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.Mlp(8), Epochs = Epochs, BatchSize = 256, Optimizer = OptimizerKind.Adam, LearningRate = 0.01, Seed = 1,
+            InMemoryLimitMB = mode == "dense" ? 0 : 1024, // 0: the rows stream densely, batch by batch, every epoch
+        };
+        _ = data.GetColumn<bool>(nameof(WideRow.Label)).Count(); // fill the cache before the clock starts
+        var clock = Stopwatch.StartNew();
+        using var model = ml.BinaryClassification.Trainers.NeuralNetwork(options).Fit(data);
+        double seconds = clock.Elapsed.TotalSeconds / Epochs;
+        var hwm = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+        Console.WriteLine($"result {seconds.ToString("R", Inv)} {hwm.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1]}");
+        return 0;
+    }
+
+    private sealed class WideRow
+    {
+        public VBuffer<float> Features { get; set; }
+        public bool Label { get; set; }
+    }
+}
