@@ -103,7 +103,8 @@ internal sealed class NetworkDescription
         {
             // The words the plain zip's tokenizer numbers must be the mapping the network was trained on.
             if (config.TextColumn is not { Length: > 0 } || config.TokenSeparators is not { Length: > 0 } || config.TokenWords is null
-                || config.Vocabulary == 0 || config.TokenWords.Length != config.Vocabulary - 1
+                || config.Vocabulary == 0 || config.TokenWords.Length != config.Vocabulary - 1 || config.TokenWords.Length > TokenText.MaxWords
+                || config.TokenWords.Any(w => w is null) || !config.TokenSeparators.Contains(' ')
                 || MlNetGuide.Estimators.KeyValues.Parse("Text", config.TokenWords).Digest != config.TokenKeys)
                 throw new ModelFormatException(
                     $"{source}: {configName} names a text column with {config.TokenWords?.Length ?? 0:N0} words that are not the key mapping of the network's " +

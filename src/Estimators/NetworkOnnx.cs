@@ -35,11 +35,15 @@ internal static class NetworkOnnx
     static NetworkOnnx() => OnnxExporter.Register<TokenIdsInput>(TokenIds);
 
     /// <summary>Why the network cannot be written as ONNX, naming the module type and the way out; null when it can.</summary>
-    public static string? Refusal(NeuralNetworkTransformer t) => t.VocabularySize > 0 && t.Scorer.Text is null
-        ? $"The network reads the token column '{t.FeatureColumnName}' (a variable-length vector of keys over {t.VocabularySize - 1:N0} tokens), and ML.NET's " +
-          "OnnxTransformer takes only known-size vectors, so the zip must split the text itself, and Fit found no text column that split on spaces gives these tokens. " +
-          "Name the column TokenizeIntoWords read in NeuralNetworkOptions.TextColumnName (and its separators in TokenSeparators), or save the model with " +
-          "NeuralModel.Save(mlContext, model, schema, path) and load it with NeuralModel.Load, which rebuilds it bit for bit."
+    public static string? Refusal(NeuralNetworkTransformer t) =>
+        t.VocabularySize > 0 && t.Scorer.Text is null
+            ? $"The network reads the token column '{t.FeatureColumnName}' (a variable-length vector of keys over {t.VocabularySize - 1:N0} tokens), and ML.NET's " +
+              "OnnxTransformer takes only known-size vectors, so the zip must split the text itself, and Fit found no text column that, split on TokenSeparators " +
+              "(default a space), gives these tokens. Name the column TokenizeIntoWords read in NeuralNetworkOptions.TextColumnName (and its separators in " +
+              "TokenSeparators), or save the model with NeuralModel.Save(mlContext, model, schema, path) and load it with NeuralModel.Load, which rebuilds it bit for bit."
+        : t.Scorer.Text is { Words.Length: > TokenText.MaxWords } text
+            ? $"The network's key mapping has {text.Words.Length:N0} words; a plain zip's tokenizer holds at most {TokenText.MaxWords:N0} (MapValueToKey's " +
+              "maximumNumberOfKeys bounds them). Save it with NeuralModel.Save(mlContext, model, schema, path) instead."
         : OnnxExporter.Refusal(t.Scorer.Module, t.FeatureCount);
 
     /// <summary>
@@ -174,10 +178,23 @@ internal static class NetworkOnnx
     /// </summary>
     private static TransformerChain<ITransformer> StockChain(NeuralNetworkTransformer t, string modelFile, string tokenizerFile)
     {
+        var parts = new List<ITransformer>();
+        try
+        {
+            return StockChain(t, modelFile, tokenizerFile, parts);
+        }
+        catch
+        {
+            foreach (var part in parts) (part as IDisposable)?.Dispose(); // the ONNX Runtime sessions made so far
+            throw;
+        }
+    }
+
+    private static TransformerChain<ITransformer> StockChain(NeuralNetworkTransformer t, string modelFile, string tokenizerFile, List<ITransformer> parts)
+    {
         var s = t.Scorer;
         var ml = new MLContext();
         IHostEnvironment env = ml;
-        var parts = new List<ITransformer>();
         var drop = new List<string> { OutputColumn };
         IDataView view;
         string networkInput = s.FeatureColumn;

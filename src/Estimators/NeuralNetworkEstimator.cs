@@ -147,10 +147,12 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         var devices = MlNetDevices.Resolve(_env, o.NumGpus, m => ch.Warning(MessageSensitivity.None, m)); // GpuDeviceId first, then NumGpus
         source.Prepare((long)o.InMemoryLimitMB << 20);
         // A token column's text column, checked row for row: what lets mlContext.Model.Save write a plain zip (TokenText).
+        if (!source.ReadsTokens && (o.TextColumnName is not null || o.TokenSeparators is not null))
+            throw new ArgumentException($"NeuralNetworkOptions.TextColumnName and TokenSeparators are for a token column; '{o.FeatureColumnName}' holds numbers. Leave them unset.");
         string? noText = null;
         var text = source.ReadsTokens
             ? TokenText.Find(input, input.Schema[o.FeatureColumnName], source.FeatureCount, source.Vocabulary, o.TextColumnName,
-                o.TokenSeparators is null ? null : new string(o.TokenSeparators), out noText)
+                o.TokenSeparators is null ? null : new string(o.TokenSeparators), o.CancellationToken, out noText)
             : null;
         if (source.ReadsTokens)
             ch.Info(MessageSensitivity.None, text is not null

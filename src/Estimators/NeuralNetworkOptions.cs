@@ -173,12 +173,16 @@ public abstract class NeuralNetworkOptions
     /// <c>mlContext.Model.Save</c> writes splits this column and numbers its words itself (ONNX StringSplit and
     /// LabelEncoder, with the key mapping's words); Fit checks on the training rows (up to 100,000) that this gives the
     /// token column exactly, and names the first row that differs. Default null: Fit looks for such a column among the
-    /// data's text columns (split on spaces, <c>TokenizeIntoWords</c>' default), the last one that fits; when none does,
+    /// data's text columns (split on <see cref="TokenSeparators"/>), the last one that fits; when none does,
     /// the network trains as well and only <c>mlContext.Model.Save</c> refuses it (<c>NeuralModel.Save</c> still works).
     /// </summary>
     public string? TextColumnName { get; set; }
 
-    /// <summary>The separators <c>TokenizeIntoWords</c> was given, for <see cref="TextColumnName"/>. Default null: a space, as its default.</summary>
+    /// <summary>
+    /// The separators <c>TokenizeIntoWords</c> was given, for <see cref="TextColumnName"/>. Default null: a space, as its
+    /// default. They must include the space: <c>TokenizeIntoWords</c> trims spaces around each piece, which the zip's
+    /// ONNX model cannot do otherwise.
+    /// </summary>
     public char[]? TokenSeparators { get; set; }
 
     /// <summary>Rows per forward pass when scoring with Transform. Default 512.</summary>

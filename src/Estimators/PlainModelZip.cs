@@ -74,6 +74,8 @@ internal static class PlainModelZip
             Walk(loaded, result, networks, ref index);
             if (index != graphs.Count)
                 throw new ModelFormatException($"{source}: {graphs.Count} ONNX models in the zip but {index} ONNX transformers in its pipeline.");
+            if (networks.Any(n => n is not null && !result.Contains(n)))
+                throw new ModelFormatException($"{source}: a network's ONNX model is not where its chain of stock transformers begins. Refused.");
             return new TransformerChain<ITransformer>(result.ToArray());
         }
         catch
@@ -104,7 +106,13 @@ internal static class PlainModelZip
         }
         else
         {
-            if (t is OnnxTransformer) index++; // someone else's ONNX model: kept as it is
+            if (t is OnnxTransformer)
+            {
+                // Someone else's ONNX model is kept as it is; one of ours outside its network's own chain is refused.
+                if (index < networks.Count && networks[index] is not null || index + 1 < networks.Count && networks[index + 1] is { Scorer.Text: not null })
+                    throw new ModelFormatException("an MlNetGuide ONNX model stands outside its network's chain of stock transformers. Refused.");
+                index++;
+            }
             output.Add(t);
         }
     }

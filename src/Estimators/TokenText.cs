@@ -21,6 +21,12 @@ internal sealed class TokenText
     /// <summary>The column the tokenizer model writes and the network model reads (dropped at the end of the chain).</summary>
     public const string IdsColumn = "MlNetGuideTokenIds";
 
+    /// <summary>
+    /// The most words a tokenizer model holds: its LabelEncoder lists each word and its key, and a loader accepts ONNX
+    /// models of at most 2²⁰ protobuf elements (<c>OnnxWireBounds</c>).
+    /// </summary>
+    public const int MaxWords = 400_000;
+
     /// <summary>The most training rows <see cref="Find"/> compares.</summary>
     public const int RowsChecked = 100_000;
 
@@ -52,7 +58,7 @@ internal sealed class TokenText
         foreach (var range in text.SplitAny(separators))
         {
             if (n == slots.Length) break;
-            var word = text[range];
+            var word = text[range].Trim(' '); // as TokenizeIntoWords trims each piece
             if (word.IsEmpty) continue;
             slots[n++] = keys.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(word, out int key) ? key : 0;
         }
@@ -65,9 +71,20 @@ internal sealed class TokenText
     /// none does (the network then trains, and only <c>mlContext.Model.Save</c> refuses it, naming the option).
     /// </summary>
     public static TokenText? Find(IDataView data, DataViewSchema.Column tokens, int maxTokens, int vocabulary,
-        string? requested, string? separators, out string? why)
+        string? requested, string? separators, CancellationToken cancel, out string? why)
     {
         why = null;
+        var sep = separators ?? DefaultSeparators;
+        if (!sep.Contains(' '))
+        {
+            // TokenizeIntoWords trims the spaces around each piece, which ONNX cannot (it has no trim): "a, b" split on
+            // ',' is "a", "b" in ML.NET and would be "a", " b" in the zip.
+            why = $"TokenSeparators ({Describe(sep)}) leave out the space, and a plain zip can split on spaces but not trim them as TokenizeIntoWords does";
+            if (requested is not null)
+                throw new ArgumentException($"NeuralNetworkOptions.TokenSeparators: {why}. Add ' ' to TokenizeIntoWords' separators and to TokenSeparators, " +
+                    "or leave TextColumnName unset and save the model with NeuralModel.Save.");
+            return null;
+        }
         var words = KeyValues.From(tokens) is { ItemType: TextDataViewType } values ? values.Values : null;
         var candidates = requested is not null
             ? [ColumnChecks.TextColumn(data.Schema, requested)]
@@ -84,7 +101,6 @@ internal sealed class TokenText
             why = "the data has no text column the tokens could come from";
             return null;
         }
-        var sep = separators ?? DefaultSeparators;
         var keys = new Dictionary<string, int>(words.Length, StringComparer.Ordinal);
         for (int i = 0; i < words.Length; i++) keys.TryAdd(words[i], i + 1);
 
@@ -98,6 +114,7 @@ internal sealed class TokenText
         long row = 0;
         while (alive.Count > 0 && row < RowsChecked && cursor.MoveNext())
         {
+            if ((row & 1023) == 0) cancel.ThrowIfCancellationRequested();
             read(expected);
             for (int a = alive.Count - 1; a >= 0; a--)
             {
@@ -120,7 +137,11 @@ internal sealed class TokenText
         }
         return new TokenText(candidates[alive.Min()].Name, sep, words); // candidates run from the last column
 
-        static string First(float[] ids) => "keys [" + string.Join(", ", ids.TakeWhile(v => v != 0).Take(6)) + (ids.Count(v => v != 0) > 6 ? ", ..." : "") + "]";
+        static string First(float[] ids)
+        {
+            int used = Array.FindLastIndex(ids, v => v != 0) + 1; // 0 in the middle: a missing key
+            return "keys [" + string.Join(", ", ids.Take(Math.Min(used, 8))) + (used > 8 ? ", ..." : "") + "]";
+        }
     }
 
     private static string Describe(string separators) => string.Join(" or ", separators.Select(c => c == ' ' ? "spaces" : $"'{c}'"));

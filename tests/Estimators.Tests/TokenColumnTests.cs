@@ -77,7 +77,7 @@ public sealed class TokenColumnTests
     }
 
     [Fact]
-    public void NeuralModelRoundTripsATokenNetworkBitForBitAndThePlainZipRefusesNamingTheWayOut()
+    public void NeuralModelRoundTripsATokenNetworkBitForBit()
     {
         var ml = new MLContext(seed: 1);
         var train = ml.Data.LoadFromEnumerable(Sentences(200, seed: 3));
@@ -95,11 +95,6 @@ public sealed class TokenColumnTests
             var b = ml.Data.CreateEnumerable<BinaryOut>(loaded.Transform(train), false).Select(r => r.Score).ToArray();
             Assert.Equal(a, b);
             network.Dispose();
-
-            var ex = Assert.Throws<OnnxExportException>(() => ml.Model.Save(model, train.Schema, Path.Combine(dir, "plain.zip")));
-            Assert.Contains("token column 'Tokens'", ex.Message);
-            Assert.Contains("14 tokens", ex.Message);
-            Assert.Contains("NeuralModel.Save", ex.Message);
         }
         finally
         {

@@ -226,7 +226,8 @@ public sealed class OnnxGraphBuilder
             var other => throw new OnnxExportException($"State tensor '{name}' has dtype {other}; the exporter writes float32, float64 and int64."),
         };
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("ONNX raw data is little-endian.");
-        using var cpu = tensor.detach().cpu().contiguous();
+        using var scope = NewDisposeScope(); // detach, cpu and contiguous each make a tensor (the same storage)
+        var cpu = tensor.detach().cpu().contiguous();
         var proto = new TensorProto { Name = name, DataType = (int)type, RawData = ByteString.CopyFrom(cpu.bytes) };
         proto.Dims.AddRange(tensor.shape);
         return proto;
