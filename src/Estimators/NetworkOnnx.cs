@@ -70,8 +70,8 @@ internal static class NetworkOnnx
     {
         var s = t.Scorer;
         var g = new OnnxGraphBuilder(s.Module);
-        // A token network reads the slots the tokenizer model writes (see TokenText.Model), not the key column.
-        var x = g.Input(s.Text is null ? s.FeatureColumn : TokenText.IdsColumn, s.FeatureCount);
+        // A token network reads the slots the tokenizer model writes (see TokenizerModel.Write), not the key column.
+        var x = g.Input(s.Text is null ? s.FeatureColumn : TokenizerModel.IdsColumn, s.FeatureCount);
         var y = g.Add(s.Module, g.Node("Unsqueeze", [x, g.Int64s("axes", 0)]));
         if (s.Task == NeuralTask.MulticlassClassification) y = g.Node("Softmax", [y], ("axis", -1L));
         y = g.Node("Reshape", [y, g.Int64s("shape", s.Width)]);
@@ -96,13 +96,13 @@ internal static class NetworkOnnx
     }
 
     /// <summary>
-    /// Refuses a tokenizer model from a zip unless it is the one <see cref="TokenText.Model"/> writes for the rebuilt token
+    /// Refuses a tokenizer model from a zip unless it is the one <see cref="TokenizerModel.Write"/> writes for the rebuilt token
     /// network (its text column, separators, words and MaxTokens): another would feed ONNX Runtime other ids than the
     /// key column gives <see cref="NeuralModel.Load(MLContext, string, out DataViewSchema, MlNetGuide.Modules.LoadLimits)"/>.
     /// </summary>
     public static void CheckTokenizerGraph(NeuralNetworkTransformer rebuilt, ModelProto file, string source)
     {
-        var ours = rebuilt.Scorer.Text!.Model(rebuilt.FeatureCount);
+        var ours = TokenizerModel.Write(rebuilt.Scorer.Text!, rebuilt.FeatureCount);
         ours.ProducerVersion = file.ProducerVersion;
         if (ours.Equals(file)) return;
         throw new MlNetGuide.Modules.ModelFormatException(
@@ -160,7 +160,7 @@ internal static class NetworkOnnx
         try
         {
             File.WriteAllBytes(modelFile, ScoringGraph(t));
-            if (t.Scorer.Text is { } text) File.WriteAllBytes(tokenizerFile, text.Model(t.FeatureCount).ToByteArray());
+            if (t.Scorer.Text is { } text) File.WriteAllBytes(tokenizerFile, TokenizerModel.Write(text, t.FeatureCount).ToByteArray());
             using var chain = StockChain(t, modelFile, tokenizerFile);
             ((ICanSaveModel)chain).Save(ctx);
         }
@@ -173,7 +173,7 @@ internal static class NetworkOnnx
 
     /// <summary>
     /// The stock chain described above, fitted (no data is read: every part is trivial or fixed), running
-    /// <paramref name="modelFile"/>; for a token network, <paramref name="tokenizerFile"/> (<see cref="TokenText.Model"/>)
+    /// <paramref name="modelFile"/>; for a token network, <paramref name="tokenizerFile"/> (<see cref="TokenizerModel.Write"/>)
     /// comes first, from the text column to the slots the network reads.
     /// </summary>
     private static TransformerChain<ITransformer> StockChain(NeuralNetworkTransformer t, string modelFile, string tokenizerFile)
@@ -203,11 +203,11 @@ internal static class NetworkOnnx
             var definition = SchemaDefinition.Create(typeof(TextRow));
             definition[0].ColumnName = text.Column;
             view = ml.Data.LoadFromEnumerable(Array.Empty<TextRow>(), definition);
-            var tokenizer = ml.Transforms.ApplyOnnxModel([TokenText.IdsColumn], [text.Column], tokenizerFile).Fit(view);
+            var tokenizer = ml.Transforms.ApplyOnnxModel([TokenizerModel.IdsColumn], [text.Column], tokenizerFile).Fit(view);
             parts.Add(tokenizer);
             view = tokenizer.Transform(view);
-            networkInput = TokenText.IdsColumn;
-            drop.Add(TokenText.IdsColumn);
+            networkInput = TokenizerModel.IdsColumn;
+            drop.Add(TokenizerModel.IdsColumn);
         }
         else
         {

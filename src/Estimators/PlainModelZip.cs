@@ -136,7 +136,7 @@ internal static class PlainModelZip
             });
     }
 
-    private static bool IsTokenizer(ModelProto graph) => OnnxStateDict.Metadata(graph, TokenText.Metadata) is not null;
+    private static bool IsTokenizer(ModelProto graph) => OnnxStateDict.Metadata(graph, TokenizerModel.Metadata) is not null;
 
     /// <summary>The ONNX model in an OnnxModel entry (an int32 length, then the bytes) if MlNetGuide exported it; else null.</summary>
     private static ModelProto? ReadGraph(ZipArchiveEntry entry, string source)
