@@ -198,7 +198,7 @@ public sealed class TokenPlainZipTests : IDisposable
     }
 
     [Fact]
-    public void ASequenceModuleWithoutAnExportRuleIsRefusedByModelSaveNamingItsTypeAndTheWayOut()
+    public void ASequenceModuleWithoutAnExportRuleIsRefusedByModelSaveAndSavesOnceOneIsRegistered()
     {
         var ml = new MLContext(seed: 1);
         var train = ml.Data.LoadFromEnumerable(TokenColumnTests.Sentences(100, seed: 5));
@@ -209,6 +209,25 @@ public sealed class TokenPlainZipTests : IDisposable
         Assert.Contains(typeof(BagOfEmbeddings).FullName!, ex.Message);
         Assert.Contains("OnnxExporter.Register<BagOfEmbeddings>", ex.Message);
         Assert.Contains("NeuralModel.Save", ex.Message);
+
+        // With a rule registered, the same network saves as a plain zip that scores as it does.
+        OnnxExporter.Register<BagOfEmbeddings>((g, m, ids) =>
+        {
+            // TorchSharp's Embedding.weight getter wraps the tensor anew: take the registered parameter, as the built-in rules do.
+            var table = m.Embedding.named_parameters().Single(p => p.name == "weight").parameter;
+            var summed = g.Node("ReduceSum", [g.Node("Gather", [g.Weight(table), ids]), g.Int64s("time", 1)], ("keepdims", 0L));
+            return g.Node("Gemm", [summed, g.Weight(m.Output.weight!), g.Weight(m.Output.bias!)], ("transB", 1L));
+        });
+        var path = Path.Combine(_dir, "custom-with-rule.zip");
+        ml.Model.Save(model, train.Schema, path);
+        var rows = TokenColumnTests.Sentences(30, seed: 9).Append(new Sentence { Text = "" }).ToList();
+        var test = ml.Data.LoadFromEnumerable(rows);
+        var ours = ml.Data.CreateEnumerable<BinaryOut>(model.Transform(test), reuseRowObject: false).Select(o => o.Score).ToList();
+        var plain = new MLContext().Model.Load(path, out _);
+        var theirs = ml.Data.CreateEnumerable<BinaryOut>(plain.Transform(test), reuseRowObject: false).Select(o => o.Score).ToList();
+        for (int i = 0; i < rows.Count; i++)
+            Assert.True(Math.Abs(ours[i] - theirs[i]) <= 1e-4 * Math.Max(1, Math.Abs(ours[i])), $"row {i} '{rows[i].Text}': {ours[i]} vs {theirs[i]}");
+        (plain as IDisposable)?.Dispose();
         model.LastTransformer.Dispose();
     }
 
@@ -262,6 +281,10 @@ public sealed class TokenPlainZipTests : IDisposable
     {
         private readonly TorchSharp.Modules.Embedding embedding;
         private readonly TorchSharp.Modules.Linear output;
+
+        public TorchSharp.Modules.Embedding Embedding => embedding;
+
+        public TorchSharp.Modules.Linear Output => output;
 
         public BagOfEmbeddings(long vocabulary, long outputs) : base(nameof(BagOfEmbeddings))
         {
