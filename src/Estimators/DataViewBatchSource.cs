@@ -117,7 +117,7 @@ internal sealed class DataViewBatchSource : IDisposable
     {
         if (Sparse && limitBytes > 0)
         {
-            LoadSparse(limitBytes); // over the limit, it counts the rest, and the rows stream densely batch by batch
+            LoadSparse(limitBytes); // over the limit, it counts the rest, and the rows stream by their non-zeros batch by batch
             return;
         }
         if (limitBytes > 0 && (_data.GetRowCount() is not long known || known / _shard.Size * RowBytes <= limitBytes))
@@ -277,6 +277,12 @@ internal sealed class DataViewBatchSource : IDisposable
     /// <summary>Rows go from the cursor straight into the batch tensor's memory (the data view shuffles, if asked).</summary>
     private IEnumerable<Batch> Direct(Random? random, bool validation)
     {
+        if (Sparse) return SparseStream(random, null, validation, windowBatches: 1);
+        return DenseDirect(random, validation);
+    }
+
+    private IEnumerable<Batch> DenseDirect(Random? random, bool validation)
+    {
         int f = FeatureCount, b = _batchSize;
         using var rows = new RowReader(this, random, readFeatures: true);
         while (true)
@@ -307,6 +313,38 @@ internal sealed class DataViewBatchSource : IDisposable
 
     /// <summary>Rows are read into a window of 16 batches, then gathered in a shuffled order into the batch tensors.</summary>
     private IEnumerable<Batch> Windowed(Random shuffle)
+    {
+        if (Sparse) return SparseStream(null, shuffle, validation: false, WindowBatches);
+        return DenseWindowed(shuffle);
+    }
+
+    /// <summary>
+    /// Wide sparse rows over InMemoryLimitMB, streamed as they are stored: read by their non-zeros into a store of
+    /// <paramref name="windowBatches"/> batches at a time (the view shuffling them if <paramref name="cursorShuffle"/>
+    /// is given, else the store, with <paramref name="windowShuffle"/>), then handed out as sparse batches.
+    /// </summary>
+    private IEnumerable<Batch> SparseStream(Random? cursorShuffle, Random? windowShuffle, bool validation, int windowBatches)
+    {
+        bool multiclass = _options.Task == NeuralTask.MulticlassClassification;
+        int capacity = _batchSize * windowBatches;
+        using var rows = new RowReader(this, cursorShuffle, readFeatures: false, readVectors: true);
+        bool more = true;
+        while (more)
+        {
+            var store = new SparseRows(FeatureCount, multiclass);
+            while (store.Count < capacity && (more = rows.MoveNext()))
+            {
+                if (rows.IsValidation != validation) continue;
+                if (store.Add(rows.ReadVector(), rows.Label)) continue;
+                if (_options.NonFiniteFeatures != NonFiniteFeaturePolicy.SkipRow) throw NonFinite(rows.Position); // skipped under SkipRow
+            }
+            if (store.Count == 0) yield break;
+            foreach (var batch in windowShuffle is null ? store.InOrder(_batchSize) : store.Shuffled(_batchSize, windowShuffle.Next(), 0))
+                yield return batch;
+        }
+    }
+
+    private IEnumerable<Batch> DenseWindowed(Random shuffle)
     {
         int f = FeatureCount, b = _batchSize, window = b * WindowBatches;
         var rowsX = new float[window * f];

@@ -17,7 +17,7 @@ internal static class FitWarnings
     /// <summary>The warning for rows <paramref name="x"/> [rows, slots] of <paramref name="column"/>, or null when every slot is near unit scale.</summary>
     public static string? FarFromUnitScale(Tensor x, string column)
     {
-        if (x.dim() != 2 || x.shape[0] == 0) return null;
+        if (x.dim() != 2 || x.shape[0] == 0 || x.is_sparse) return null; // wide sparse rows (FeaturizeText's) are not checked
         using var scope = NewDisposeScope();
         // Sums of squares in float64, a few million values at a time: the rows may be a gigabyte.
         long rows = x.shape[0], step = Math.Max(1, (1L << 22) / Math.Max(1, x.shape[1]));

@@ -74,10 +74,10 @@ public sealed class SparseInputTests
     }
 
     [Fact]
-    public void OverInMemoryLimitMBTheRowsStreamDenselyAndTrainTheSameNetwork()
+    public void OverInMemoryLimitMBTheRowsStreamByTheirNonZerosAndTrainTheSameNetwork()
     {
         // 300 rows of 500 non-zeros: 1.2 MB held sparse. A 1 MB limit stops the sparse pass midway (the rest counted in the
-        // same pass, SkipRow reading them), and batches stream densely, as with no limit; all three train one network.
+        // same pass, SkipRow reading them), and batches stream as sparse batches, as with no limit; all three train one network.
         var ml = new MLContext(seed: 1);
         var train = ml.Data.LoadFromEnumerable(Rows(300, seed: 3, nonZeros: 500));
         var held = new List<string>();
@@ -99,6 +99,19 @@ public sealed class SparseInputTests
         {
             Assert.True(Math.Abs(inMemory[i] - none[i]) <= 1e-4 * Math.Max(1, Math.Abs(none[i])), $"row {i}: sparse {inMemory[i]}, dense {none[i]}");
             Assert.Equal(none[i], overLimit[i]);
+        }
+        // What streams is sparse: the batches of a view over the limit are COO tensors holding the rows' non-zeros only,
+        // shuffled (a view that shuffles itself) or in a window (one that cannot) alike.
+        foreach (var view in new[] { train, ml.Data.Cache(train) })
+        {
+            using var source = new DataViewBatchSource(view, new BinaryNeuralNetworkOptions { Architecture = NetworkArchitecture.Mlp(8), BatchSize = 128, InMemoryLimitMB = 0 }, seed: 1);
+            source.Prepare(0);
+            Assert.False(source.InMemory);
+            var batches = source.Train(epoch: 0).ToList();
+            Assert.All(batches, b => Assert.True(b.X.is_sparse));
+            Assert.Equal(300 * 500, batches.Sum(b => { using var dense = b.X.to_dense(); using var count = dense.count_nonzero(); return count.item<long>(); }));
+            Assert.Equal(300, batches.Sum(b => b.X.shape[0]));
+            foreach (var b in batches) b.Dispose();
         }
     }
 }
