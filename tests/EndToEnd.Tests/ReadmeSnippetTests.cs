@@ -38,6 +38,36 @@ public sealed class ReadmeSnippetTests : IDisposable
     }
 
     [Fact]
+    public void TextPipelineSavesAPlainZip()
+    {
+        var ml = new MLContext(seed: 1);
+        var emails = MlNetGuide.Samples.SpamFilter.SpamData.Read(ml, RepoData.SpamPath, limit: 400);
+        var train = ml.Data.LoadFromEnumerable(emails.Take(300));
+        // README
+        var pipeline = ml.Transforms.Text.NormalizeText("Normalized", "Text", keepPunctuations: false, keepNumbers: false)
+            .Append(ml.Transforms.Text.TokenizeIntoWords("Tokens", "Normalized"))
+            .Append(ml.Transforms.Conversion.MapValueToKey("Tokens", maximumNumberOfKeys: 20_000))
+            .Append(ml.BinaryClassification.Trainers.NeuralNetwork(new BinaryNeuralNetworkOptions
+            {
+                FeatureColumnName = "Tokens", Architecture = NetworkArchitecture.FastText(32), Init = null,
+                Optimizer = OptimizerKind.Adam, LearningRate = 0.02, Epochs = 8, BatchSize = 64, MaxTokens = 600,
+            }));
+        var model = pipeline.Fit(train);
+        ml.Model.Save(model, train.Schema, "spam.zip"); // a plain zip: raw text in; ML.NET and ONNX Runtime score it
+        // README
+        var test = ml.Data.LoadFromEnumerable(emails.Skip(300));
+        var plain = new MLContext().Model.Load("spam.zip", out _);
+        Assert.DoesNotContain(((IEnumerable<ITransformer>)plain).SelectMany(t => t is IEnumerable<ITransformer> c ? c : [t]), t => t is NeuralNetworkTransformer);
+        var ours = model.Transform(test).GetColumn<float>("Score").ToList();
+        var theirs = plain.Transform(test).GetColumn<float>("Score").ToList();
+        Assert.Equal(100, theirs.Count);
+        for (int i = 0; i < ours.Count; i++) Assert.True(Math.Abs(ours[i] - theirs[i]) <= 1e-4 * Math.Max(1, Math.Abs(ours[i])), $"row {i}: {ours[i]} vs {theirs[i]}");
+        Assert.Equal(model.Transform(test).GetColumn<bool>("PredictedLabel"), plain.Transform(test).GetColumn<bool>("PredictedLabel"));
+        model.LastTransformer.Dispose();
+        (plain as IDisposable)?.Dispose();
+    }
+
+    [Fact]
     public void Parameters()
     {
         // README
