@@ -113,11 +113,20 @@ internal static class TextPeer
         return watch.Elapsed.TotalSeconds;
     }
 
+    /// <summary>tests/EndToEnd.Tests/Interop (the PyTorch mirrors), found above the binary: the command may run from anywhere.</summary>
+    private static string InteropDirectory()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (Path.Combine(d.FullName, "tests", "EndToEnd.Tests", "Interop") is var interop && File.Exists(Path.Combine(interop, "pytorch_interop.py")))
+                return interop;
+        throw new DirectoryNotFoundException($"tests/EndToEnd.Tests/Interop/pytorch_interop.py is not above {AppContext.BaseDirectory}: run the benchmark from a clone of the repository.");
+    }
+
     private static double PyTorchEpoch(string arch, int vocabulary, string dir, int threads)
     {
         string python = File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
         var psi = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "text_peer.py"), Path.GetFullPath(Path.Combine("tests", "EndToEnd.Tests", "Interop")),
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "text_peer.py"), InteropDirectory(),
                      dir, arch, vocabulary.ToString(CultureInfo.InvariantCulture), threads.ToString(CultureInfo.InvariantCulture) })
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
