@@ -45,13 +45,14 @@ internal sealed class TokenText
     public static void Ids(ReadOnlySpan<char> text, string separators, Dictionary<string, int> keys, Span<float> slots)
     {
         slots.Clear();
+        var lookup = keys.GetAlternateLookup<ReadOnlySpan<char>>();
         int n = 0;
         foreach (var range in text.SplitAny(separators))
         {
             if (n == slots.Length) break;
             var word = text[range].Trim(' '); // as TokenizeIntoWords trims each piece
             if (word.IsEmpty) continue;
-            slots[n++] = keys.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(word, out int key) ? key : 0;
+            slots[n++] = lookup.TryGetValue(word, out int key) ? key : 0;
         }
     }
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetGuide.Estimators;
+using MlNetGuide.Tests.Shared;
 
 namespace MlNetGuide.Benchmarks;
 
@@ -56,20 +57,8 @@ internal static class Sparse
     public static int Worker(string[] args)
     {
         var (mode, width, nonZeros) = (args[0], int.Parse(args[1], Inv), int.Parse(args[2], Inv));
-        var rng = new Random(1);
-        var rows = new List<WideRow>(Rows);
-        for (int i = 0; i < Rows; i++)
-        {
-            var columns = new SortedSet<int>();
-            while (columns.Count < nonZeros) columns.Add(rng.Next(width));
-            var indices = columns.ToArray();
-            var values = indices.Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-            rows.Add(new WideRow { Features = new VBuffer<float>(width, indices.Length, values, indices), Label = values.Take(10).Sum() > 0 });
-        }
         var ml = new MLContext(seed: 1);
-        var definition = SchemaDefinition.Create(typeof(WideRow));
-        definition[nameof(WideRow.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, width);
-        var data = ml.Data.Cache(ml.Data.LoadFromEnumerable(rows, definition));
+        var data = WideRows.View(ml, WideRows.Generate(Rows, width, nonZeros), width);
         // The dense side: the same MLP as a registered module, which the estimator does not feed sparse batches.
         var architecture = mode == "dense"
             ? NetworkArchitecture.Custom("benchmark-dense-mlp", r => TorchSharp.torch.nn.Sequential(
@@ -87,11 +76,5 @@ internal static class Sparse
         var hwm = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
         Console.WriteLine($"result {seconds.ToString("R", Inv)} {hwm.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1]}");
         return 0;
-    }
-
-    private sealed class WideRow
-    {
-        public VBuffer<float> Features { get; set; }
-        public bool Label { get; set; }
     }
 }

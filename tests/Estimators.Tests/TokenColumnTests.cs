@@ -38,7 +38,7 @@ public sealed class TokenColumnTests
     private static IEstimator<ITransformer> Tokens(MLContext ml) =>
         ml.Transforms.Text.TokenizeIntoWords("Tokens", nameof(Sentence.Text)).Append(ml.Transforms.Conversion.MapValueToKey("Tokens"));
 
-    private static BinaryNeuralNetworkOptions Options(NetworkArchitecture architecture, int epochs = 6) => new()
+    internal static BinaryNeuralNetworkOptions Options(NetworkArchitecture architecture, int epochs = 6) => new()
     {
         FeatureColumnName = "Tokens", Architecture = architecture, Epochs = epochs, BatchSize = 32, Optimizer = OptimizerKind.Adam,
         LearningRate = 0.01, Seed = 1, Init = null,
@@ -46,7 +46,7 @@ public sealed class TokenColumnTests
 
     public static TheoryData<string> Architectures => new() { "fasttext", "textcnn", "bilstm", "bigru", "transformer" };
 
-    private static NetworkArchitecture Architecture(string name) => name switch
+    internal static NetworkArchitecture Architecture(string name) => name switch
     {
         "fasttext" => NetworkArchitecture.FastText(16),
         "textcnn" => NetworkArchitecture.TextCnn(16, 8),

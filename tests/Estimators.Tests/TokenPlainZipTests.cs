@@ -17,11 +17,13 @@ public sealed class TokenPlainZipTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static BinaryNeuralNetworkOptions Options(NetworkArchitecture architecture, int epochs = 4) => new()
+    /// <summary>TokenColumnTests' options, with short rows: MaxTokens 12, so the edge rows below run past it.</summary>
+    private static BinaryNeuralNetworkOptions Options(NetworkArchitecture architecture, int epochs = 4)
     {
-        FeatureColumnName = "Tokens", Architecture = architecture, Epochs = epochs, BatchSize = 32, Optimizer = OptimizerKind.Adam,
-        LearningRate = 0.01, Seed = 1, Init = null, MaxTokens = 12,
-    };
+        var options = TokenColumnTests.Options(architecture, epochs);
+        options.MaxTokens = 12;
+        return options;
+    }
 
     /// <summary>Rows that test the tokenizer's edges: empty, spaces only, doubled and outer spaces, unknown words, past MaxTokens.</summary>
     private static List<Sentence> Edges() =>
@@ -35,16 +37,9 @@ public sealed class TokenPlainZipTests : IDisposable
         new() { Text = "great the a movie plot actor scene was and it really very quite the a movie awful" },
     ];
 
-    public static TheoryData<string> Architectures => new() { "fasttext", "textcnn", "bilstm", "bigru", "transformer" };
+    public static TheoryData<string> Architectures => TokenColumnTests.Architectures;
 
-    private static NetworkArchitecture Architecture(string name) => name switch
-    {
-        "fasttext" => NetworkArchitecture.FastText(16),
-        "textcnn" => NetworkArchitecture.TextCnn(16, 8),
-        "bilstm" => NetworkArchitecture.BiLstm(16, 16),
-        "bigru" => NetworkArchitecture.BiGru(16, 16),
-        _ => NetworkArchitecture.TransformerEncoder(16, 2, 32, 1),
-    };
+    private static NetworkArchitecture Architecture(string name) => TokenColumnTests.Architecture(name);
 
     [Theory]
     [MemberData(nameof(Architectures))]
@@ -128,15 +123,8 @@ public sealed class TokenPlainZipTests : IDisposable
         var model = pipeline.Append(ml.BinaryClassification.Trainers.NeuralNetwork(options)).Fit(train);
         var path = Path.Combine(_dir, "separators.zip");
         ml.Model.Save(model, train.Schema, path);
-        var rows = new List<Sentence> { new() { Text = "the,movie,,was great" }, new() { Text = ",awful, " }, new() { Text = ",,," } };
-        var test = ml.Data.LoadFromEnumerable(rows);
-        var ours = ml.Data.CreateEnumerable<BinaryOut>(model.Transform(test), reuseRowObject: false).Select(o => o.Score).ToList();
-        var plain = new MLContext().Model.Load(path, out _);
-        var theirs = ml.Data.CreateEnumerable<BinaryOut>(plain.Transform(test), reuseRowObject: false).Select(o => o.Score).ToList();
-        for (int i = 0; i < rows.Count; i++)
-            Assert.True(Math.Abs(ours[i] - theirs[i]) <= 1e-4 * Math.Max(1, Math.Abs(ours[i])), $"row {i} '{rows[i].Text}': {ours[i]} vs {theirs[i]}");
+        AssertPlainZipScoresAlike(ml, model, path, [new() { Text = "the,movie,,was great" }, new() { Text = ",awful, " }, new() { Text = ",,," }]);
         model.LastTransformer.Dispose();
-        (plain as IDisposable)?.Dispose();
     }
 
     [Fact]
@@ -220,14 +208,7 @@ public sealed class TokenPlainZipTests : IDisposable
         });
         var path = Path.Combine(_dir, "custom-with-rule.zip");
         ml.Model.Save(model, train.Schema, path);
-        var rows = TokenColumnTests.Sentences(30, seed: 9).Append(new Sentence { Text = "" }).ToList();
-        var test = ml.Data.LoadFromEnumerable(rows);
-        var ours = ml.Data.CreateEnumerable<BinaryOut>(model.Transform(test), reuseRowObject: false).Select(o => o.Score).ToList();
-        var plain = new MLContext().Model.Load(path, out _);
-        var theirs = ml.Data.CreateEnumerable<BinaryOut>(plain.Transform(test), reuseRowObject: false).Select(o => o.Score).ToList();
-        for (int i = 0; i < rows.Count; i++)
-            Assert.True(Math.Abs(ours[i] - theirs[i]) <= 1e-4 * Math.Max(1, Math.Abs(ours[i])), $"row {i} '{rows[i].Text}': {ours[i]} vs {theirs[i]}");
-        (plain as IDisposable)?.Dispose();
+        AssertPlainZipScoresAlike(ml, model, path, TokenColumnTests.Sentences(30, seed: 9).Append(new Sentence { Text = "" }).ToList());
         model.LastTransformer.Dispose();
     }
 
@@ -271,6 +252,25 @@ public sealed class TokenPlainZipTests : IDisposable
             zip.Entries.Where(e => e.Name == "OnnxModel").OrderBy(e => e.FullName, StringComparer.Ordinal).First().Delete();
         var missing = Assert.Throws<ModelFormatException>(() => NeuralModel.Load(new MLContext(), headless, out _));
         Assert.Contains("no MlNetGuide tokenizer model comes before it", missing.Message);
+    }
+
+    /// <summary>A plain Model.Load of <paramref name="path"/>, in a fresh MLContext, scores <paramref name="rows"/> as <paramref name="model"/> does (within 1e-4 relative).</summary>
+    private static void AssertPlainZipScoresAlike(MLContext ml, ITransformer model, string path, List<Sentence> rows)
+    {
+        var test = ml.Data.LoadFromEnumerable(rows);
+        var ours = ml.Data.CreateEnumerable<BinaryOut>(model.Transform(test), reuseRowObject: false).Select(o => o.Score).ToList();
+        var plain = new MLContext().Model.Load(path, out _);
+        try
+        {
+            var theirs = ml.Data.CreateEnumerable<BinaryOut>(plain.Transform(test), reuseRowObject: false).Select(o => o.Score).ToList();
+            Assert.Equal(rows.Count, theirs.Count);
+            for (int i = 0; i < rows.Count; i++)
+                Assert.True(Math.Abs(ours[i] - theirs[i]) <= 1e-4 * Math.Max(1, Math.Abs(ours[i])), $"row {i} '{rows[i].Text}': {ours[i]} vs {theirs[i]}");
+        }
+        finally
+        {
+            (plain as IDisposable)?.Dispose();
+        }
     }
 
     private static IEnumerable<ITransformer> Flatten(ITransformer t) =>

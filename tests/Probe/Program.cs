@@ -3,6 +3,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MlNetGuide.Estimators;
 using MlNetGuide.Modules;
+using MlNetGuide.Tests.Shared;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -184,20 +185,9 @@ static int MpiEstimator(string dir, string variant)
 
 static int SparseFit(int n)
 {
-    var rng = new Random(1);
-    IEnumerable<ProbeWideRow> Rows()
-    {
-        for (int i = 0; i < n; i++)
-        {
-            var columns = new SortedSet<int>();
-            while (columns.Count < 1000) columns.Add(rng.Next(ProbeWideRow.Width));
-            var indices = columns.ToArray();
-            var values = indices.Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-            yield return new ProbeWideRow { Features = new VBuffer<float>(ProbeWideRow.Width, indices.Length, values, indices), Label = values.Take(10).Sum() > 0 };
-        }
-    }
+    const int width = 1_000_000;
     var ml = new MLContext(seed: 1);
-    var data = ml.Data.Cache(ml.Data.LoadFromEnumerable(Rows().ToList()));
+    var data = WideRows.View(ml, WideRows.Generate(n, width, nonZeros: 1000), width);
     using var model = ml.BinaryClassification.Trainers.NeuralNetwork(new BinaryNeuralNetworkOptions
     {
         Architecture = NetworkArchitecture.Mlp(8), Epochs = 2, BatchSize = 256, Optimizer = OptimizerKind.Adam, LearningRate = 0.01, Seed = 1, // a dense batch: 1,000 MB
@@ -332,14 +322,4 @@ sealed class ProbeDigit
 sealed class ProbeScore
 {
     public float[] Score { get; set; } = [];
-}
-
-sealed class ProbeWideRow
-{
-    public const int Width = 1_000_000;
-
-    [Microsoft.ML.Data.VectorType(Width)]
-    public VBuffer<float> Features { get; set; }
-
-    public bool Label { get; set; }
 }

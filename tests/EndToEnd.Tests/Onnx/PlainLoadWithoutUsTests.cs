@@ -71,17 +71,13 @@ public sealed class PlainLoadWithoutUsTests : IDisposable
         var ml = new MLContext(seed: 5);
         var emails = MlNetGuide.Samples.SpamFilter.SpamData.Read(ml, RepoData.SpamPath, limit: 700);
         var train = ml.Data.LoadFromEnumerable(emails.Take(600));
-        var model = ml.Transforms.Text.NormalizeText("Normalized", "Text", keepPunctuations: false, keepNumbers: false)
-            .Append(ml.Transforms.Text.TokenizeIntoWords("Tokens", "Normalized"))
-            .Append(ml.Transforms.Conversion.MapValueToKey("Tokens", maximumNumberOfKeys: 5_000))
-            .Append(ml.BinaryClassification.Trainers.NeuralNetwork(new BinaryNeuralNetworkOptions
-            {
-                FeatureColumnName = "Tokens", Architecture = name == "bilstm" ? NetworkArchitecture.BiLstm(16, 16) : NetworkArchitecture.TransformerEncoder(16, 2, 32, 1),
-                Epochs = 1, BatchSize = 32, Optimizer = MlNetGuide.Estimators.OptimizerKind.Adam, LearningRate = 0.01, MaxTokens = 120, Init = null,
-            }))
-            .Fit(train);
+        // The SpamFilter sample's own pipeline, with a small network and one epoch.
+        var candidate = MlNetGuide.Samples.SpamFilter.SpamCandidate.Network(name, name,
+            name == "bilstm" ? NetworkArchitecture.BiLstm(16, 16) : NetworkArchitecture.TransformerEncoder(16, 2, 32, 1),
+            epochs: 1, learningRate: 0.01, maxTokens: 120, batchSize: 32, vocabulary: 5_000);
+        var model = candidate.Build(ml).Fit(train);
         Compare(ml, model, train.Schema, "Text", "binary", ml.Data.LoadFromEnumerable(emails.Skip(600)), width: 0, relative: 1e-4);
-        model.LastTransformer.Dispose();
+        foreach (var part in (IEnumerable<ITransformer>)model) (part as IDisposable)?.Dispose();
     }
 
     private void Compare(MLContext ml, ITransformer model, DataViewSchema schema, string inputColumn, string mode,
