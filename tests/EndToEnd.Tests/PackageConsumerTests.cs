@@ -149,6 +149,7 @@ public sealed class PackageConsumerTests(PackageConsumerTests.Workspace ws) : IC
         Assert.InRange(double.Parse(acc.Split(' ')[^1], System.Globalization.CultureInfo.InvariantCulture), 0.85, 1.0);
         Assert.Contains("check: History has 60 epochs", r.stdout);
         Assert.Contains("check: save/load predictions agree True", r.stdout); // mlContext.Model.Save, then a plain Model.Load (ONNX Runtime)
+        Assert.Contains("plain zip scores agree True", r.stdout); // a token network's plain zip, its tokenizer inside, from the packages
         Assert.Contains("consumer: all checks passed", r.stdout);
     }
 

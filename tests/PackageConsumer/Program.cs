@@ -1,4 +1,5 @@
-// What a user of the MlNetGuide packages writes first: a chapter cell, then an ML.NET fit on Iris, saved and loaded.
+// What a user of the MlNetGuide packages writes first: a chapter cell, then an ML.NET fit on Iris, saved and loaded,
+// then a text pipeline saved as a plain zip.
 // Prints one "check:" line per result; exits 1 if a check fails. Run by tests/EndToEnd.Tests/PackageConsumerTests.cs.
 // The README's "Use it in your project" snippet is here verbatim, line by line (the Iris part adds three usings).
 using MlNetGuide.Modules;
@@ -48,6 +49,35 @@ bool agree = before.Count > 0 && before.Count == after.Count && before.Zip(after
 Console.WriteLine($"check: save/load predictions agree {agree} ({before.Count} rows)");
 ok &= agree;
 
+// Text: ML.NET's own tokenizer and key mapping, then a token network; the plain zip splits the text itself.
+string[] filler = ["the", "a", "movie", "plot", "was", "and", "it", "really", "very"];
+var rng = new Random(1);
+var sentences = Enumerable.Range(0, 300).Select(i =>
+{
+    var words = Enumerable.Range(0, rng.Next(3, 12)).Select(_ => filler[rng.Next(filler.Length)]).ToList();
+    words.Insert(rng.Next(words.Count + 1), i % 2 == 0 ? "great" : "awful");
+    return new SentenceRow { Text = string.Join(' ', words), Label = i % 2 == 0 };
+}).ToList();
+var text = ml.Data.LoadFromEnumerable(sentences);
+var textModel = ml.Transforms.Text.TokenizeIntoWords("Tokens", nameof(SentenceRow.Text))
+    .Append(ml.Transforms.Conversion.MapValueToKey("Tokens"))
+    .Append(ml.BinaryClassification.Trainers.NeuralNetwork(new BinaryNeuralNetworkOptions
+    {
+        FeatureColumnName = "Tokens", Architecture = NetworkArchitecture.FastText(8), Init = null, Optimizer = OptimizerKind.Adam,
+        LearningRate = 0.02, Epochs = 5, BatchSize = 32,
+    }))
+    .Fit(text);
+var textZip = Path.Combine(Path.GetTempPath(), $"mlnetguide-consumer-text-{Environment.ProcessId}.zip");
+ml.Model.Save(textModel, text.Schema, textZip);
+var textLoaded = new MLContext().Model.Load(textZip, out _);
+File.Delete(textZip);
+var ours = textModel.Transform(text).GetColumn<float>("Score").ToList();
+var plain = textLoaded.Transform(text).GetColumn<float>("Score").ToList();
+bool textAgree = ours.Count == 300 && plain.Count == 300 && ours.Zip(plain).All(p => Math.Abs(p.First - p.Second) <= 1e-4f * Math.Max(1, Math.Abs(p.First)));
+var textAccuracy = ml.BinaryClassification.Evaluate(textModel.Transform(text)).Accuracy;
+Console.WriteLine($"check: text network accuracy {textAccuracy:F3}, plain zip scores agree {textAgree}");
+ok &= textAgree && textAccuracy >= 0.9;
+
 Console.WriteLine(ok ? "consumer: all checks passed" : "consumer: a check FAILED");
 return ok ? 0 : 1;
 
@@ -64,4 +94,10 @@ public sealed class IrisPrediction
 {
     public string PredictedLabel { get; set; } = "";
     public float[] Score { get; set; } = [];
+}
+
+public sealed class SentenceRow
+{
+    public string Text { get; set; } = "";
+    public bool Label { get; set; }
 }
