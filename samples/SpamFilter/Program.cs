@@ -10,8 +10,8 @@ const string Usage = """
       --limit N           use only the first N emails, at least 100 (default: all 5,919)
       --output DIR        where spam-model.zip and metrics.json go (default ./artifacts/spam)
       --data PATH         the emails file (default samples/data/spamassassin.csv.gz)
-      --candidates LIST   comma-separated: featurize-text-mlp, fasttext, textcnn, bigru, transformer,
-                          averaged-perceptron, sdca
+      --candidates LIST   comma-separated: featurize-text-feature-bag, featurize-text-mlp, fasttext,
+                          textcnn, bigru, transformer, averaged-perceptron, sdca
                           (default: all of them)
     """;
 

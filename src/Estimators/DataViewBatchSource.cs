@@ -53,7 +53,7 @@ internal sealed class DataViewBatchSource : IDisposable
         ClassCount = classes;
         // With several GPUs the batch is split across replicas, which sparse tensors cannot be (no views): dense then.
         TokenKeys = ReadsTokens ? KeyValues.From(_features)?.Digest : null; // read once: it walks every key value
-        Sparse = !ReadsTokens && FeatureCount >= SparseWidth && _features.Type is VectorDataViewType && options.Architecture.FirstLayerIsLinear && options.NumGpus <= 1;
+        Sparse = !ReadsTokens && FeatureCount >= SparseWidth && _features.Type is VectorDataViewType && options.Architecture.ReadsSparse && options.NumGpus <= 1;
     }
 
     /// <summary>Values per row: the feature width, or for a token column <c>MaxTokens</c> id slots.</summary>

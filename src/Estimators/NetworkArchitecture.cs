@@ -66,6 +66,14 @@ public sealed record NetworkArchitecture
     /// </summary>
     public static NetworkArchitecture FastText(int embeddingSize = 64) => new("fasttext", CheckWidths([embeddingSize]));
 
+    /// <summary>
+    /// fastText's linear model over a bag of weighted features (<see cref="Modules.FeatureBag"/>): a vector of
+    /// <paramref name="size"/> per feature, a row the sum of its features' vectors times their values, one linear layer.
+    /// Reads a numeric column; on a wide, sparse one (FeaturizeText's n-grams, OneHotEncoding) it multiplies only the
+    /// non-zeros and each step moves only the vectors of the features its batch holds (sparse gradients, lazy Adam).
+    /// </summary>
+    public static NetworkArchitecture FeatureBag(int size = 16) => new("feature-bag", CheckWidths([size]));
+
     /// <summary>d2l 16.3's textCNN: embeddings, convolutions of widths 3, 4 and 5 with <paramref name="channels"/> channels each, max over time, dropout 0.5. Reads a token column.</summary>
     public static NetworkArchitecture TextCnn(int embeddingSize = 100, int channels = 100) => new("textcnn", CheckWidths([embeddingSize, channels]));
 
@@ -104,13 +112,13 @@ public sealed record NetworkArchitecture
     }
 
     /// <summary>The built-in families; everything else is a registered module.</summary>
-    private enum Family { Mlp, LazyMlp, ChapterMlp, LeNet, LeNetBook, FastText, TextCnn, BiLstm, BiGru, Transformer, Registered }
+    private enum Family { Mlp, LazyMlp, ChapterMlp, LeNet, LeNetBook, FeatureBag, FastText, TextCnn, BiLstm, BiGru, Transformer, Registered }
 
     /// <summary>The one map from a built-in name to what it builds (names are what configs and zips store).</summary>
     private static readonly Dictionary<string, Family> BuiltInNames = new()
     {
         ["mlp"] = Family.Mlp, ["lazy-mlp"] = Family.LazyMlp, ["chapter-mlp"] = Family.ChapterMlp,
-        ["lenet"] = Family.LeNet, ["lenet-book"] = Family.LeNetBook,
+        ["lenet"] = Family.LeNet, ["lenet-book"] = Family.LeNetBook, ["feature-bag"] = Family.FeatureBag,
         ["fasttext"] = Family.FastText, ["textcnn"] = Family.TextCnn, ["bilstm"] = Family.BiLstm, ["bigru"] = Family.BiGru,
         ["transformer"] = Family.Transformer,
     };
@@ -118,15 +126,18 @@ public sealed record NetworkArchitecture
     /// <summary>How many sizes each text family's config holds.</summary>
     private static readonly Dictionary<Family, int> TextSizes = new()
     {
-        [Family.FastText] = 1, [Family.TextCnn] = 2, [Family.BiLstm] = 3, [Family.BiGru] = 3, [Family.Transformer] = 4,
+        [Family.FeatureBag] = 1, [Family.FastText] = 1, [Family.TextCnn] = 2, [Family.BiLstm] = 3, [Family.BiGru] = 3, [Family.Transformer] = 4,
     };
 
     internal static IReadOnlyCollection<string> BuiltIns => BuiltInNames.Keys;
 
     private Family Kind => BuiltInNames.GetValueOrDefault(Name, Family.Registered);
 
-    /// <summary>Whether the network starts with an <c>nn.Linear</c> (the MLPs), which multiplies sparse batches as they are.</summary>
-    internal bool FirstLayerIsLinear => Kind is Family.Mlp or Family.LazyMlp or Family.ChapterMlp;
+    /// <summary>
+    /// Whether the network reads sparse batches as they are: the MLPs (their first <c>nn.Linear</c> multiplies them; its
+    /// gradient is dense) and the feature bag (sparse gradients).
+    /// </summary>
+    internal bool ReadsSparse => Kind is Family.Mlp or Family.LazyMlp or Family.ChapterMlp or Family.FeatureBag;
 
     /// <summary>The architecture a saved model's config names (built-in names, else a registered module).</summary>
     internal static NetworkArchitecture FromConfig(string name, int[] widths)
@@ -142,6 +153,7 @@ public sealed record NetworkArchitecture
             Family.LazyMlp => LazyMlp(widths),
             Family.ChapterMlp => ChapterMlp(),
             Family.LeNet or Family.LeNetBook => LeNet(widths[0], widths[1], widths[2], LeNetStyleOf(kind)),
+            Family.FeatureBag => FeatureBag(widths[0]),
             Family.FastText => FastText(widths[0]),
             Family.TextCnn => TextCnn(widths[0], widths[1]),
             Family.BiLstm => BiLstm(widths[0], widths[1], widths[2]),
@@ -171,6 +183,7 @@ public sealed record NetworkArchitecture
             Family.LazyMlp => BuildMlp(request, lazy: true),
             Family.ChapterMlp => new MLP(w[0], outputs),
             Family.LeNet or Family.LeNetBook => BuildLeNet(inputs, outputs),
+            Family.FeatureBag => new Modules.FeatureBag(inputs, outputs, w[0]),
             Family.FastText => new FastTextClassifier(vocabularySize, outputs, w[0]),
             Family.TextCnn => new TextCnn(vocabularySize, outputs, w[0], channels: [w[1], w[1], w[1]]),
             Family.BiLstm => new BiRnnEncoder(vocabularySize, outputs, RecurrentCell.Lstm, w[0], w[1], w[2]),
@@ -232,6 +245,11 @@ public sealed record NetworkArchitecture
             {
                 return long.MaxValue;
             }
+        }
+        if (Kind is Family.FeatureBag)
+        {
+            try { return checked(((long)inputs * HiddenWidths[0] + HiddenWidths[0] * (long)outputs + outputs) * sizeof(float)); }
+            catch (OverflowException) { return long.MaxValue; }
         }
         if (Kind is Family.LeNet or Family.LeNetBook)
         {

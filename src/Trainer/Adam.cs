@@ -214,6 +214,11 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
             s.ExpAvg ??= zeros_like(p).DetachFromDisposeScope();
             s.ExpAvgSq ??= zeros_like(p).DetachFromDisposeScope();
             s.Step++;
+            if (g.is_sparse)
+            {
+                LazyStep(p, g, s, lr, b1, b2, beta1, beta2, oneMinusBeta1, oneMinusBeta2, eps, weightDecay == 0 ? null : decay, shrink);
+                continue;
+            }
             if (weightDecay != 0)
             {
                 if (_decoupled) p.mul_(shrink);
@@ -228,4 +233,30 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
             p.addcdiv_(s.ExpAvg, denom, stepSize);
         }
     }, closure)!;
+
+    /// <summary>
+    /// The update for a row-sparse gradient (PyTorch's <c>SparseAdam</c>, "lazy" Adam): only the rows the gradient touches
+    /// move, and only their moments decay; the step count, and so the bias correction, is the parameter's. Weight decay
+    /// too reaches only those rows. A dense gradient through it moves every row exactly as <see cref="step"/> does.
+    /// </summary>
+    private void LazyStep(Parameter p, Tensor gradient, State s, double lr, double b1, double b2, Scalar beta1, Scalar beta2,
+        Scalar oneMinusBeta1, Scalar oneMinusBeta2, Scalar eps, Scalar? decay, Scalar shrink)
+    {
+        var (rows, g) = SparseGradients.Summed(gradient);
+        var weights = p.index_select(0, rows);
+        if (decay is not null)
+        {
+            if (_decoupled) weights.mul_(shrink);
+            else g = g.add(weights, decay);
+        }
+        var m = s.ExpAvg!.index_select(0, rows).mul_(beta1).add_(g, oneMinusBeta1);
+        var v = s.ExpAvgSq!.index_select(0, rows).mul_(beta2).addcmul_(g, g, oneMinusBeta2);
+        s.ExpAvg.index_copy_(0, rows, m);
+        s.ExpAvgSq.index_copy_(0, rows, v);
+        double bc1 = 1 - Math.Pow(b1, s.Step), bc2 = 1 - Math.Pow(b2, s.Step);
+        using var sqrtBc2 = Math.Sqrt(bc2).ToScalar();
+        using var stepSize = (-lr / bc1).ToScalar();
+        var denom = v.sqrt().div_(sqrtBc2).add_(eps, Scalars.One);
+        p.index_copy_(0, rows, weights.addcdiv_(m, denom, stepSize));
+    }
 }

@@ -42,7 +42,8 @@ internal static class OptimizerChecks
         foreach (var p in parameters)
         {
             using var g = p.grad;
-            g?.zero_();
+            if (g is { is_sparse: true }) p.grad = null; // a sparse gradient's next backward starts afresh (PyTorch's set_to_none)
+            else g?.zero_();
         }
     }
 

@@ -174,6 +174,7 @@ public sealed class Sgd : ParamGroupOptimizer, optim.IMomentum
         {
             var g = p.grad; // the step's dispose scope releases every wrapper and temporary made here
             if (g is null) continue;
+            if (g.is_sparse && (weightDecay != 0 || momentum != 0)) g = g.to_dense(); // a sparse gradient (FeatureBag's) adds as it is only without them
             if (weightDecay != 0) g = g.add(p, decay);
             if (momentum != 0)
             {

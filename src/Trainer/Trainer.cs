@@ -505,9 +505,9 @@ public sealed class Trainer : IDisposable
         if (grads.Count == 0) return;
         using var theta = gradClipVal.ToScalar();
         using var eps = 1e-6.ToScalar();
-        var norm = stack(grads.Select(g => g.mul(g).sum().to_type(ScalarType.Float32)).ToArray()).sum().sqrt();
+        var norm = stack(grads.Select(SparseGradients.SquaredNorm).ToArray()).sum().sqrt();
         var scale = norm.add(eps, Scalars.One).reciprocal().mul_(theta).clamp_max(Scalars.One); // min(1, θ / (‖g‖ + ε))
-        foreach (var g in grads) g.mul_(scale.to_type(g.dtype));
+        foreach (var g in grads) (g.is_sparse ? g.SparseValues : g).mul_(scale.to_type(g.dtype)); // a sparse one's entries, in place
     }
 
     /// <summary>Releases the optimizer, the replicas and the device-side counters.</summary>

@@ -36,8 +36,10 @@ public sealed class SparseInputTests
         return rows;
     }
 
-    [Fact]
-    public void AWideSparseColumnTrainsFromItsNonZerosAndThePlainZipScoresAlike()
+    [Theory]
+    [InlineData("mlp")]
+    [InlineData("feature-bag")] // fastText's bag: sparse gradients, lazy Adam
+    public void AWideSparseColumnTrainsFromItsNonZerosAndThePlainZipScoresAlike(string architecture)
     {
         var ml = new MLContext(seed: 1);
         var log = new List<string>();
@@ -46,7 +48,7 @@ public sealed class SparseInputTests
         var test = ml.Data.LoadFromEnumerable(Rows(200, seed: 2));
         using var model = ml.BinaryClassification.Trainers.NeuralNetwork(new BinaryNeuralNetworkOptions
         {
-            Architecture = NetworkArchitecture.Mlp(16), Epochs = 15, BatchSize = 32, Optimizer = OptimizerKind.Adam, LearningRate = 0.01, Seed = 1,
+            Architecture = architecture == "mlp" ? NetworkArchitecture.Mlp(16) : NetworkArchitecture.FeatureBag(16), Epochs = 15, BatchSize = 32, Optimizer = OptimizerKind.Adam, LearningRate = architecture == "mlp" ? 0.01 : 0.001, Seed = 1,
         }).Fit(train);
         // 800 rows x 50 non-zeros x 8 bytes = 0.3 MB held, where dense rows would take 800 x 50,000 x 4 = 153 MB.
         Assert.Contains(log, m => m.Contains("as 40,000 non-zeros", StringComparison.Ordinal) && m.Contains("dense rows would take 153 MB", StringComparison.Ordinal));

@@ -48,6 +48,13 @@ internal static class OnnxExportRules
         OnnxExporter.Register<BatchNorm2d>((g, m, x) => BatchNorm(g, m, x));
 
         // The chapter's blocks (6.1, 6.4, 6.5).
+        OnnxExporter.Register<FeatureBag>((g, m, x) =>
+        {
+            var bag = OnnxExporter.Child(m, "bag"); // its registered parameter: the weight getter wraps a new handle
+            var weight = bag.named_parameters().Single(p => p.name == "weight").parameter;
+            var decoder = (Linear)OnnxExporter.Child(m, "decoder");
+            return Linear(g, g.Node("MatMul", [x, g.Weight(weight)]), decoder.weight, decoder.bias); // x · bag.weight, then the decoder
+        });
         OnnxExporter.Register<MLP>((g, m, x) =>
             g.Add(OnnxExporter.Child(m, "output"), g.Node("Relu", [g.Add(OnnxExporter.Child(m, "hidden"), x)])));
         OnnxExporter.Register<NestMLP>((g, m, x) => g.Add(OnnxExporter.Child(m, "linear"), g.Add(OnnxExporter.Child(m, "net"), x)));

@@ -139,7 +139,7 @@ internal sealed class RankSync(ICollectives ranks)
             while (end < parameters.Count && parameters[end].dtype == dtype && (end == start || elements + parameters[end].numel() <= BucketElements))
                 elements += parameters[end++].numel();
             var bucket = parameters.GetRange(start, end - start);
-            var flat = cat(bucket.Select(p => (p.grad ?? zeros_like(p)).flatten()).ToArray()).cpu().mul_(weight).contiguous();
+            var flat = cat(bucket.Select(p => (p.grad is { is_sparse: true } sparse ? sparse.to_dense() : p.grad ?? zeros_like(p)).flatten()).ToArray()).cpu().mul_(weight).contiguous();
             if (dtype == ScalarType.Float32) ranks.AllReduceSum(MemoryMarshal.Cast<byte, float>(flat.bytes));
             else if (dtype == ScalarType.Float64) ranks.AllReduceSum(MemoryMarshal.Cast<byte, double>(flat.bytes));
             else throw new NotSupportedException($"Distributed training averages float32 and float64 gradients; a parameter is {dtype}.");
@@ -148,7 +148,7 @@ internal sealed class RankSync(ICollectives ranks)
             {
                 var mean = flat.narrow(0, offset, p.numel()).view(p.shape);
                 offset += p.numel();
-                if (p.grad is { } g) g.copy_(mean);
+                if (p.grad is { is_sparse: false } g) g.copy_(mean);
                 else p.grad = mean.to(p.device).clone(); // the parameter holds the gradient; this scope only releases our handle
             }
             start = end;
