@@ -10,11 +10,11 @@ namespace MlNetGuide.Training.Tests;
 /// </summary>
 public class SparseGradientTests
 {
-    /// <summary>A row-sparse gradient for a [4, 2] weight, times <paramref name="scale"/>: row 1 twice (summed: (3, 3)), row 3 once ((−1, 4)).</summary>
+    /// <summary>A row-sparse gradient for a [4, 2] weight, times <paramref name="scale"/>: row 1 twice ((2, 2) and (−3, −1), summed (−1, 1): either entry alone has another sign), row 3 once ((−1, 4)).</summary>
     private static Tensor Gradient(float scale = 1)
     {
         using var indices = tensor(new long[] { 1, 3, 1 }, [1, 3]);
-        using var values = tensor(new[] { 1f * scale, 2 * scale, -1 * scale, 4 * scale, 2 * scale, 1 * scale }, [3, 2]);
+        using var values = tensor(new[] { 2f * scale, 2 * scale, -1 * scale, 4 * scale, -3 * scale, -1 * scale }, [3, 2]);
         return sparse_coo_tensor(indices, values, [4, 2]);
     }
 
@@ -46,8 +46,8 @@ public class SparseGradientTests
         foreach (int i in new[] { 2, 3, 6, 7 })
             Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-6 * Math.Max(1, Math.Abs(expected[i])), $"element {i}: dense {expected[i]}, lazy {actual[i]}");
         // By hand: with the same gradient every step, m̂ = g and v̂ = g², so each step is −lr · sign(g): three steps move
-        // row 1 (summed gradient (3, 3)) by −0.3 and row 3 ((−1, 4)) by (+0.3, −0.3).
-        if (!decoupled) Assert.Equal(new[] { 2 - 0.3f, 3 - 0.3f, 6 + 0.3f, 7 - 0.3f }, new[] { actual[2], actual[3], actual[6], actual[7] }.Select(v => MathF.Round(v, 4)));
+        // row 1 (summed gradient (−1, 1)) and row 3 ((−1, 4)) by (+0.3, −0.3).
+        if (!decoupled) Assert.Equal(new[] { 2 + 0.3f, 3 - 0.3f, 6 + 0.3f, 7 - 0.3f }, new[] { actual[2], actual[3], actual[6], actual[7] }.Select(v => MathF.Round(v, 4)));
     }
 
     [Fact]
@@ -56,13 +56,13 @@ public class SparseGradientTests
         using var bag = new MlNetGuide.Modules.FeatureBag(4, 1, 2);
         var weight = bag.named_parameters().Single(q => q.name == "bag.weight").parameter;
         weight.grad = Gradient();
-        // Summed rows (3, 3) and (−1, 4): ‖g‖² = 9 + 9 + 1 + 16 = 35; clip to 1 scales by 1/√35.
+        // Summed rows (−1, 1) and (−1, 4): ‖g‖² = 1 + 1 + 1 + 16 = 19; clip to 1 scales by 1/√19.
         MlNetGuide.Training.Trainer.ClipGradients(1, bag);
         using var grad = weight.grad!;
         Assert.True(grad.is_sparse);
         using var clipped = grad.to_dense();
-        var s = 1 / (Math.Sqrt(35) + 1e-6);
-        var expected = new[] { 0, 0, 3 * s, 3 * s, 0, 0, -1 * s, 4 * s };
+        var s = 1 / (Math.Sqrt(19) + 1e-6);
+        var expected = new[] { 0, 0, -1 * s, 1 * s, 0, 0, -1 * s, 4 * s };
         var actual = clipped.data<float>().ToArray();
         for (int i = 0; i < 8; i++) Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5, $"element {i}: {expected[i]} vs {actual[i]}");
     }
