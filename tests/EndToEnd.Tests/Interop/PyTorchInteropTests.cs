@@ -137,7 +137,8 @@ public sealed class PyTorchInteropTests(PyTorchInteropFixture run) : IClassFixtu
         using var expectedIds = SequenceNets.Ids();
         Assert.True(ids.equal(expectedIds).all().item<bool>(), "PyTorch's token ids are not the ones SequenceNets.Ids gives");
         using var noGrad = no_grad();
-        AssertClose(run.Saved.Outputs[name], net.call(ids).data<float>().ToArray(), $"{name}, PyTorch vs ours");
+        using var input = SequenceNets.Input(name, ids);
+        AssertClose(run.Saved.Outputs[name], net.call(input).data<float>().ToArray(), $"{name}, PyTorch vs ours");
     }
 
     private float[] Forward(nn.Module<Tensor, Tensor> net, string input)
@@ -199,13 +200,14 @@ public static class SequenceNets
 {
     public const long Vocabulary = 50;
 
-    public static TheoryData<string> Names => new() { "fasttext", "textcnn", "lstm", "gru", "transformer" };
+    public static TheoryData<string> Names => new() { "fasttext", "feature-bag", "textcnn", "lstm", "gru", "transformer" };
 
     public static nn.Module<Tensor, Tensor> Build(string name)
     {
         nn.Module<Tensor, Tensor> net = name switch
         {
             "fasttext" => new FastTextClassifier(Vocabulary, 3, embeddingSize: 16),
+            "feature-bag" => new FeatureBag(Vocabulary, 3, size: 16),
             "textcnn" => new TextCnn(Vocabulary, 3, embeddingSize: 16, kernelSizes: [2, 3, 5], channels: [8, 6, 4], dropout: 0.5),
             "lstm" => new BiRnnEncoder(Vocabulary, 3, RecurrentCell.Lstm, embeddingSize: 16, hiddenSize: 12, layers: 2),
             "gru" => new BiRnnEncoder(Vocabulary, 3, RecurrentCell.Gru, embeddingSize: 16, hiddenSize: 12, layers: 2),
@@ -214,6 +216,20 @@ public static class SequenceNets
         };
         net.eval();
         return net;
+    }
+
+    /// <summary>
+    /// What <paramref name="name"/>'s net reads for <paramref name="ids"/>: the ids, or for the feature bag their bag of
+    /// words as a sparse COO batch (0.5 per occurrence, padding dropped; the script's bag_of_ids), which its
+    /// EmbeddingBag reads by the non-zeros.
+    /// </summary>
+    public static Tensor Input(string name, Tensor ids)
+    {
+        if (name != "feature-bag") return ids.alias();
+        using var scope = NewDisposeScope();
+        var x = zeros(ids.shape[0], Vocabulary).scatter_add_(1, ids, full(ids.shape, 0.5f));
+        x[TensorIndex.Colon, 0] = tensor(0f);
+        return x.to_sparse().MoveToOuterDisposeScope();
     }
 
     /// <summary>Rows of 7, 1 (shorter than the widest kernel), 4 (a padding id inside) and 0 tokens, then padding.</summary>
@@ -351,7 +367,8 @@ public sealed class OurFiles
         {
             using var net = SequenceNets.Build(name);
             StateDict.Save(net, At($"{name}.params"), PyTorch);
-            result.Outputs[name] = Forward(net, ids);
+            using var input = SequenceNets.Input(name, ids);
+            result.Outputs[name] = Forward(net, input);
         }
         return result;
     }

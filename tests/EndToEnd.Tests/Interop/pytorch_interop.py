@@ -70,6 +70,28 @@ class FastText(nn.Module):
         return self.decoder(masked_mean(self.embedding(ids), ids != 0))
 
 
+def bag_of_ids(ids, width):
+    """SequenceNets.Input's features for the feature bag: 0.5 per occurrence of each id, id 0 (padding) dropped."""
+    x = torch.zeros(ids.shape[0], width).scatter_add_(1, ids, torch.full(ids.shape, 0.5))
+    x[:, 0] = 0
+    return x
+
+
+class FeatureBag(nn.Module):
+    """MlNetGuide's FeatureBag: nn.EmbeddingBag(sum) over a row's non-zeros, weighted by them, then a linear decoder."""
+    def __init__(self, inputs, outputs, size):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(inputs, size, mode="sum")
+        self.decoder = nn.Linear(size, outputs)
+
+    def forward(self, ids):
+        x = bag_of_ids(ids, self.bag.num_embeddings)
+        rows, columns = x.nonzero(as_tuple=True)
+        counts = torch.bincount(rows, minlength=x.shape[0])
+        offsets = counts.cumsum(0) - counts
+        return self.decoder(self.bag(columns, offsets, per_sample_weights=x[rows, columns]))
+
+
 class TextCnn(nn.Module):
     """d2l 16.3's TextCNN with one embedding; windows start on tokens, the row is right-padded by k_max - 1 zeros."""
 
@@ -144,6 +166,7 @@ class TransformerText(nn.Module):
 VOCABULARY = 50
 SEQUENCE_NETS = {
     "fasttext": lambda: FastText(VOCABULARY, 3, 16),
+    "feature-bag": lambda: FeatureBag(VOCABULARY, 3, 16),
     "textcnn": lambda: TextCnn(VOCABULARY, 3, 16, [2, 3, 5], [8, 6, 4], 0.5),
     "lstm": lambda: BiRnn(VOCABULARY, 3, "lstm", 16, 12, 2),
     "gru": lambda: BiRnn(VOCABULARY, 3, "gru", 16, 12, 2),
