@@ -128,6 +128,35 @@ internal static class ColumnChecks
     /// <summary>Reads the current row's features into <paramref name="destination"/>; false when one is NaN or infinite.</summary>
     public delegate bool FeatureRead(Span<float> destination);
 
+    /// <summary>Appends one row's non-zeros (column ascending, value) to the lists; false when a value is NaN or infinite.</summary>
+    public delegate bool SparseFeatureRead(List<int> columns, List<float> values);
+
+    /// <summary>
+    /// Reads a vector column of <paramref name="width"/> floats by its non-zeros, whether a row is stored sparse or dense
+    /// (the sparse scoring path; the same length rule as <see cref="FeatureReader"/>).
+    /// </summary>
+    public static SparseFeatureRead SparseFeatureReader(DataViewRow row, DataViewSchema.Column column, int width)
+    {
+        var getter = row.GetGetter<VBuffer<float>>(column);
+        VBuffer<float> buffer = default;
+        return (columns, values) =>
+        {
+            getter(ref buffer);
+            if (buffer.Length != width)
+                throw new SchemaMismatchException(column.Name, $"a vector of {width} Single values in every row (the column's width)",
+                    $"{buffer.Length} values in row {row.Position}");
+            var v = buffer.GetValues();
+            var indices = buffer.IsDense ? default : buffer.GetIndices();
+            for (int i = 0; i < v.Length; i++)
+                if (v[i] != 0)
+                {
+                    columns.Add(buffer.IsDense ? i : indices[i]);
+                    values.Add(v[i]);
+                }
+            return FiniteCheck.All(v);
+        };
+    }
+
     /// <summary>
     /// A reader for the feature column: for numbers, it copies the row and checks it is finite in one pass (see
     /// <see cref="FiniteCheck.CopyAll"/>); for a token column (<paramref name="vocabulary"/> &gt; 0) it writes the first

@@ -127,7 +127,8 @@ internal sealed class NetworkDescription
             loadWeights(module);
             if (device.type != TorchSharp.DeviceType.CPU) module.to(device);
             var scorer = new NeuralScorer(task, module, device, config.FeatureCount, config.Outputs, config.FeatureColumn,
-                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues, config.Vocabulary, config.TokenKeys, text);
+                config.ScoreColumn, config.ProbabilityColumn, config.PredictedLabelColumn, keyValues, config.Vocabulary, config.TokenKeys, text,
+                sparseInput: architecture.ReadsSparse && config.FeatureCount >= DataViewBatchSource.SparseWidth);
             return new NeuralNetworkTransformer(scorer, architecture, config.ScoringBatchSize);
         }
         catch (StateDictMismatchException ex)

@@ -268,7 +268,8 @@ public sealed class NeuralNetworkEstimator : IEstimator<NeuralNetworkTransformer
         {
             var device = devices.Count > 0 ? devices[0] : CPU;
             var scorer = new NeuralScorer(o.Task, net, device, source.FeatureCount, outputs, o.FeatureColumnName,
-                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues, source.Vocabulary, source.TokenKeys, text);
+                o.ScoreColumnName, o.ProbabilityColumnName, o.PredictedLabelColumnName, keyValues, source.Vocabulary, source.TokenKeys, text,
+                sparseInput: o.Architecture.ReadsSparse && source.FeatureCount >= DataViewBatchSource.SparseWidth);
             return new NeuralNetworkTransformer(scorer, o.Architecture, o.ScoringBatchSize, history);
         }
         catch

@@ -111,8 +111,9 @@ public sealed class NeuralNetworkTransformer : ISingleFeaturePredictionTransform
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        // A wide feature column (FeaturizeText's) is read densely for scoring: at most 16 M values (64 MB) a batch.
-        int batch = Math.Max(1, Math.Min(_scoringBatchSize, (16 << 20) / Math.Max(1, _scorer.FeatureCount)));
+        // A wide column goes in by its non-zeros where the network reads them (SparseInput); read densely otherwise, a
+        // batch holds at most 16 M values (64 MB).
+        int batch = _scorer.SparseInput ? _scoringBatchSize : Math.Max(1, Math.Min(_scoringBatchSize, (16 << 20) / Math.Max(1, _scorer.FeatureCount)));
         return new ScoredDataView(input, GetOutputSchema(input.Schema), _scorer, batch);
     }
 

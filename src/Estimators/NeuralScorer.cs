@@ -25,8 +25,9 @@ internal sealed class NeuralScorer : IDisposable
 {
     public NeuralScorer(NeuralTask task, nn.Module<Tensor, Tensor> module, Device device, int featureCount, int outputs,
         string featureColumn, string scoreColumn, string? probabilityColumn, string? predictedLabelColumn, KeyValues? keyValues, int vocabulary = 0,
-        string? tokenKeys = null, TokenText? text = null)
+        string? tokenKeys = null, TokenText? text = null, bool sparseInput = false)
     {
+        SparseInput = sparseInput && vocabulary == 0;
         Vocabulary = vocabulary;
         Text = text;
         TokenKeys = tokenKeys;
@@ -44,6 +45,13 @@ internal sealed class NeuralScorer : IDisposable
     }
 
     public NeuralTask Task { get; }
+
+    /// <summary>
+    /// Whether batches go to the network as sparse COO tensors of the rows' non-zeros (a wide column and a network that
+    /// reads them as they are, <see cref="NetworkArchitecture.ReadsSparse"/>), as in training: no dense rows of the
+    /// column's width are filled or multiplied.
+    /// </summary>
+    public bool SparseInput { get; }
     public nn.Module<Tensor, Tensor> Module { get; }
     public Device Device { get; }
     public int FeatureCount { get; }
@@ -101,11 +109,52 @@ internal sealed class NeuralScorer : IDisposable
             for (int r = 0; r < rows; r++)
                 if (nonFinite[r]) memory.Slice(r * FeatureCount, FeatureCount).Clear();
         }
-        Interlocked.Increment(ref _forwardPasses);
         using (var scope = NewDisposeScope())
+            Forward(rows == input.shape[0] ? input : input.narrow(0, 0, rows), rows, result);
+        for (int r = 0; r < nonFinite.Length && r < rows; r++)
+            if (nonFinite[r]) result.Values.AsSpan(r * Width, Width).Fill(float.NaN);
+    }
+
+    /// <summary>
+    /// <see cref="Score"/> for <see cref="SparseInput"/>: row r's non-zeros are <paramref name="columns"/> and
+    /// <paramref name="values"/> from <paramref name="starts"/>[r] to <paramref name="starts"/>[r + 1] (columns ascending
+    /// within a row); a row flagged in <paramref name="nonFinite"/> goes in empty and gets NaN outputs.
+    /// </summary>
+    public void ScoreSparse(List<int> starts, List<int> columns, List<float> values, int rows, ResultRow result, ReadOnlySpan<bool> nonFinite)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, typeof(NeuralNetworkTransformer));
+        if (result.Values.Length < rows * Width) result.Values = new float[rows * Width];
+        if (result.NonFinite.Length < rows) result.NonFinite = new bool[rows];
+        if (nonFinite.IsEmpty) Array.Clear(result.NonFinite, 0, rows);
+        else nonFinite[..rows].CopyTo(result.NonFinite);
+        long nnz = 0;
+        for (int r = 0; r < rows; r++)
+            if (nonFinite.IsEmpty || !nonFinite[r]) nnz += starts[r + 1] - starts[r];
+        var coordinates = new long[2 * nnz];
+        var kept = new float[nnz];
+        long at = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            if (!nonFinite.IsEmpty && nonFinite[r]) continue;
+            for (int k = starts[r]; k < starts[r + 1]; k++, at++)
+            {
+                coordinates[at] = r;
+                coordinates[nnz + at] = columns[k];
+                kept[at] = values[k];
+            }
+        }
+        using (var scope = NewDisposeScope())
+            Forward(sparse_coo_tensor(tensor(coordinates, [2, nnz]), tensor(kept, [nnz]), [rows, FeatureCount]), rows, result);
+        for (int r = 0; r < nonFinite.Length && r < rows; r++)
+            if (nonFinite[r]) result.Values.AsSpan(r * Width, Width).Fill(float.NaN);
+    }
+
+    /// <summary>One forward pass over <paramref name="x"/> (<paramref name="rows"/> rows) into <paramref name="result"/>'s values; call it inside a dispose scope.</summary>
+    private void Forward(Tensor x, int rows, ResultRow result)
+    {
+        Interlocked.Increment(ref _forwardPasses);
         using (no_grad())
         {
-            var x = rows == input.shape[0] ? input : input.narrow(0, 0, rows);
             if (Device.type != DeviceType.CPU) x = x.to(Device);
             var output = Module.call(x);
             if (output.dim() == 1) output = output.unsqueeze(1);
@@ -116,8 +165,6 @@ internal sealed class NeuralScorer : IDisposable
             output = output.to_type(ScalarType.Float32).cpu().contiguous();
             MemoryMarshal.Cast<byte, float>(output.bytes).CopyTo(result.Values.AsSpan(0, rows * Width));
         }
-        for (int r = 0; r < nonFinite.Length && r < rows; r++)
-            if (nonFinite[r]) result.Values.AsSpan(r * Width, Width).Fill(float.NaN);
     }
 
     /// <summary>The output columns, in order, with their types and annotations.</summary>

@@ -60,11 +60,14 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
         private readonly DataViewRowCursor _input;
         private readonly HashSet<int> _active;
         private readonly NeuralScorer _scorer;
-        private readonly ColumnChecks.FeatureRead _readFeatures;
+        private readonly ColumnChecks.FeatureRead? _readFeatures;
         private readonly Dictionary<int, RowBuffer> _passThrough; // input column index -> the batch's values
         private readonly ValueGetter<DataViewRowId> _inputId;
         private readonly DataViewRowId[] _ids;
-        private readonly Tensor _features; // batch x features, filled in place for every batch, owned by this cursor
+        private readonly Tensor? _features; // batch x features, filled in place for every batch, owned by this cursor (dense input)
+        private readonly ColumnChecks.SparseFeatureRead? _readSparse; // sparse input: the batch's non-zeros, row by row
+        private readonly List<int> _starts = [0], _columns = [];
+        private readonly List<float> _values = [];
         private readonly bool[] _nonFinite; // per row of the batch: did the reader find a NaN or infinity?
         private readonly ResultRow _result = new() { Row = -1 };
         private readonly int _batchSize;
@@ -80,12 +83,13 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             _active = active;
             _scorer = scorer;
             _batchSize = batchSize;
-            _readFeatures = scorer.FeatureReader(input);
+            if (scorer.SparseInput) _readSparse = ColumnChecks.SparseFeatureReader(input, input.Schema[scorer.FeatureColumn], scorer.FeatureCount);
+            else _readFeatures = scorer.FeatureReader(input);
             _passThrough = passThrough.ToDictionary(c => c.Index, c => RowBuffer.For(input, c, batchSize));
             _inputId = input.GetIdGetter();
             _ids = new DataViewRowId[batchSize];
             _nonFinite = new bool[batchSize];
-            _features = scorer.NewInput(batchSize);
+            if (!scorer.SparseInput) _features = scorer.NewInput(batchSize);
         }
 
         public override DataViewSchema Schema => _schema;
@@ -98,13 +102,20 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             if (++_result.Row < _rowsInBatch) { _position++; return true; }
             // Read the next batch ahead — features into the input tensor, pass-through values into their buffers — and score it.
             int f = _scorer.FeatureCount;
-            var rows = NeuralScorer.Rows(_features);
+            var rows = _features is null ? default : NeuralScorer.Rows(_features);
             _rowsInBatch = 0;
+            if (_readSparse is not null)
+            {
+                _starts.RemoveRange(1, _starts.Count - 1);
+                _columns.Clear();
+                _values.Clear();
+            }
             bool anyNonFinite = false;
             while (_rowsInBatch < _batchSize && _input.MoveNext())
             {
                 int r = _rowsInBatch++;
-                bool finite = _readFeatures(rows.Slice(r * f, f));
+                bool finite = _readSparse is not null ? _readSparse(_columns, _values) : _readFeatures!(rows.Slice(r * f, f));
+                if (_readSparse is not null) _starts.Add(_columns.Count);
                 _nonFinite[r] = !finite;
                 anyNonFinite |= !finite;
                 _inputId(ref _ids[r]);
@@ -115,7 +126,8 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
                 _position = -1; // as ML.NET's cursors do once they are past the last row
                 return false;
             }
-            _scorer.Score(_features, _rowsInBatch, _result, anyNonFinite ? _nonFinite : []);
+            if (_features is null) _scorer.ScoreSparse(_starts, _columns, _values, _rowsInBatch, _result, anyNonFinite ? _nonFinite : []);
+            else _scorer.Score(_features, _rowsInBatch, _result, anyNonFinite ? _nonFinite : []);
             _result.Row = 0;
             _position++;
             return true;
@@ -141,7 +153,7 @@ internal sealed class ScoredDataView(IDataView input, DataViewSchema schema, Neu
             {
                 _disposed = true;
                 _input.Dispose();
-                _features.Dispose();
+                _features?.Dispose();
             }
             base.Dispose(disposing);
         }

@@ -76,6 +76,30 @@ public sealed class SparseInputTests
     }
 
     [Fact]
+    public void ScoringReadsTheNonZerosAndARowWithNaNGetsNaNWithoutTouchingItsBatch()
+    {
+        // Scoring hands the feature bag sparse batches too (a batch of 512 dense rows would be 100 MB here). A NaN in one
+        // row makes that row's outputs NaN; every other row of its batch scores as it does without it.
+        var ml = new MLContext(seed: 1);
+        var rows = Rows(300, seed: 4);
+        using var model = ml.BinaryClassification.Trainers.NeuralNetwork(new BinaryNeuralNetworkOptions
+        {
+            Architecture = NetworkArchitecture.FeatureBag(4), Epochs = 2, BatchSize = 64, Optimizer = OptimizerKind.Adam, LearningRate = 0.01, Seed = 1,
+        }).Fit(ml.Data.LoadFromEnumerable(rows));
+        Assert.True(model.Scorer.SparseInput);
+        var clean = ml.Data.CreateEnumerable<BinaryOut>(model.Transform(ml.Data.LoadFromEnumerable(rows)), false).ToList();
+        var poisoned = rows.Select(r => new WideRow { Features = r.Features, Label = r.Label }).ToList();
+        var values = poisoned[7].Features.GetValues().ToArray();
+        values[3] = float.NaN;
+        poisoned[7].Features = new VBuffer<float>(WideRow.Width, values.Length, values, poisoned[7].Features.GetIndices().ToArray());
+        var scored = ml.Data.CreateEnumerable<BinaryOut>(model.Transform(ml.Data.LoadFromEnumerable(poisoned)), false).ToList();
+        Assert.True(float.IsNaN(scored[7].Score));
+        for (int i = 0; i < rows.Count; i++)
+            if (i != 7) Assert.Equal(clean[i].Score, scored[i].Score);
+        Assert.Contains(clean, r => r.Score != clean[0].Score); // the rows are told apart: their non-zeros reached the bag
+    }
+
+    [Fact]
     public void OverInMemoryLimitMBTheRowsStreamByTheirNonZerosAndTrainTheSameNetwork()
     {
         // 300 rows of 500 non-zeros: 1.2 MB held sparse. A 1 MB limit stops the sparse pass midway (the rest counted in the
