@@ -206,6 +206,7 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
         using var eps = o.Eps!.Value.ToScalar();
         using var decay = weightDecay.ToScalar();
         using var shrink = (1 - lr * weightDecay).ToScalar();
+        using var negLrDecay = (-lr * weightDecay).ToScalar();
         foreach (var p in group.Parameters)
         {
             var g = p.grad; // the step's dispose scope releases every wrapper and temporary made here
@@ -216,7 +217,7 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
             s.Step++;
             if (g.is_sparse)
             {
-                LazyStep(p, g, s, lr, b1, b2, beta1, beta2, oneMinusBeta1, oneMinusBeta2, eps, weightDecay == 0 ? null : decay, shrink);
+                LazyStep(p, g, s, lr, b1, b2, beta1, beta2, oneMinusBeta1, oneMinusBeta2, eps, weightDecay == 0 ? null : decay, negLrDecay);
                 continue;
             }
             if (weightDecay != 0)
@@ -240,15 +241,11 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
     /// too reaches only those rows. A dense gradient through it moves every row exactly as <see cref="step"/> does.
     /// </summary>
     private void LazyStep(Parameter p, Tensor gradient, State s, double lr, double b1, double b2, Scalar beta1, Scalar beta2,
-        Scalar oneMinusBeta1, Scalar oneMinusBeta2, Scalar eps, Scalar? decay, Scalar shrink)
+        Scalar oneMinusBeta1, Scalar oneMinusBeta2, Scalar eps, Scalar? decay, Scalar negLrDecay)
     {
         var (rows, g) = SparseGradients.Summed(gradient);
-        var weights = p.index_select(0, rows);
-        if (decay is not null)
-        {
-            if (_decoupled) weights.mul_(shrink);
-            else g = g.add(weights, decay);
-        }
+        var weights = decay is null ? null : p.index_select(0, rows); // only decay needs the rows' weights
+        if (weights is not null && !_decoupled) g = g.add(weights, decay!);
         var m = s.ExpAvg!.index_select(0, rows).mul_(beta1).add_(g, oneMinusBeta1);
         var v = s.ExpAvgSq!.index_select(0, rows).mul_(beta2).addcmul_(g, g, oneMinusBeta2);
         s.ExpAvg.index_copy_(0, rows, m);
@@ -257,6 +254,8 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
         using var sqrtBc2 = Math.Sqrt(bc2).ToScalar();
         using var stepSize = (-lr / bc1).ToScalar();
         var denom = v.sqrt().div_(sqrtBc2).add_(eps, Scalars.One);
-        p.index_copy_(0, rows, weights.addcdiv_(m, denom, stepSize));
+        var delta = m.div_(denom).mul_(stepSize); // m is no longer needed: the state holds its copy
+        if (weights is not null && _decoupled) delta.add_(weights, negLrDecay); // p·(1 − lr·λ) = p + (−lr·λ)·p
+        p.index_add_(0, rows, delta, Scalars.One); // adding the change, not copying rows back: one scatter, no gather of p
     }
 }
