@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using MlNetGuide.Modules;
 using MlNetGuide.Training;
 using static TorchSharp.torch;
 
@@ -422,9 +422,7 @@ internal sealed class DataViewBatchSource : IDisposable
         public unsafe Span<float> NextRow()
         {
             if (Count == _y.Length) Grow();
-            if (_first == IntPtr.Zero)
-                using (var head = _x!.narrow(0, 0, 1)) // a one-row view: its span is short, and starts where _x does
-                    _first = (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(head.bytes));
+            if (_first == IntPtr.Zero) _first = (IntPtr)HostMemory.Floats(_x!);
             return new Span<float>((float*)_first + (long)Count * features, features);
         }
 

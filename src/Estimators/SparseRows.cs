@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using Microsoft.ML.Data;
+using MlNetGuide.Modules;
 using MlNetGuide.Training;
 using static TorchSharp.torch;
 
@@ -71,27 +73,35 @@ internal sealed class SparseRows(int width, bool classIndices)
     }
 
     /// <summary>One batch: a sparse COO tensor [rows, width] (row-major, columns ascending within a row) and the labels.</summary>
-    private Batch Make(ReadOnlySpan<int> rows)
+    private unsafe Batch Make(ReadOnlySpan<int> rows)
     {
+        var starts = CollectionsMarshal.AsSpan(_starts);
+        var columns = CollectionsMarshal.AsSpan(_columns);
+        var allValues = CollectionsMarshal.AsSpan(_values);
         long nnz = 0;
-        foreach (var r in rows) nnz += _starts[r + 1] - _starts[r];
-        var coordinates = new long[2 * nnz];
-        var values = new float[nnz];
-        var labels = new double[rows.Length];
-        long at = 0;
-        for (int i = 0; i < rows.Length; i++)
+        foreach (var r in rows) nnz += starts[r + 1] - starts[r];
+        using var scope = NewDisposeScope();
+        // Written in place: TorchSharp's tensor(array) would clone the arrays, then copy them.
+        var coordinates = empty([2, nnz], ScalarType.Int64);
+        var values = empty([nnz], ScalarType.Float32);
+        if (nnz > 0)
         {
-            int r = rows[i];
-            labels[i] = _labels[r];
-            for (long k = _starts[r]; k < _starts[r + 1]; k++, at++)
+            long* rowOf = HostMemory.Longs(coordinates), columnOf = rowOf + nnz;
+            float* valueOf = HostMemory.Floats(values);
+            long at = 0;
+            for (int i = 0; i < rows.Length; i++)
             {
-                coordinates[at] = i;
-                coordinates[nnz + at] = _columns[(int)k];
-                values[at] = _values[(int)k];
+                int r = rows[i], start = (int)starts[r], count = (int)(starts[r + 1] - start);
+                new Span<long>(rowOf + at, count).Fill(i);
+                var from = columns.Slice(start, count);
+                for (int k = 0; k < count; k++) columnOf[at + k] = from[k];
+                allValues.Slice(start, count).CopyTo(new Span<float>(valueOf + at, count));
+                at += count;
             }
         }
-        using var scope = NewDisposeScope();
-        var x = sparse_coo_tensor(tensor(coordinates, [2, nnz]), tensor(values, [nnz]), [rows.Length, width]);
+        var labels = new double[rows.Length];
+        for (int i = 0; i < rows.Length; i++) labels[i] = _labels[rows[i]];
+        var x = sparse_coo_tensor(coordinates, values, [rows.Length, width]);
         Tensor y = classIndices
             ? tensor(labels.Select(l => (long)l).ToArray(), [rows.Length])
             : tensor(labels.Select(l => (float)l).ToArray(), [rows.Length]);

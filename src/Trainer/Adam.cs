@@ -15,6 +15,12 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
 {
     private readonly bool _decoupled;
 
+    /// <summary>
+    /// Whether a row-sparse gradient of a CPU float32 parameter takes the fused loop (<see cref="FusedSparseAdam"/>) rather
+    /// than the tensor ops every device runs; the same update either way. Tests compare the two.
+    /// </summary>
+    internal bool FuseSparseOnCpu { get; init; } = true;
+
     /// <summary>Creates the optimizer with the usual defaults β₁ = 0.9, β₂ = 0.999, ε = 1e-8, no weight decay.</summary>
     public Adam(IEnumerable<Parameter> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0)
         : this(parameters, lr, beta1, beta2, eps, weightDecay, decoupled: false)
@@ -102,6 +108,9 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
 
         /// <summary>Second moment v.</summary>
         public Tensor? ExpAvgSq { get; internal set; }
+
+        /// <summary>The fused sparse step's scratch: each row's place among a step's touched rows, -1 between steps.</summary>
+        internal int[]? RowSlots { get; set; }
 
         /// <summary>Starts empty: the moments are made on the first step.</summary>
         public override void Initialize(OptimizerOptions options)
@@ -215,6 +224,20 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
             s.ExpAvg ??= zeros_like(p).DetachFromDisposeScope();
             s.ExpAvgSq ??= zeros_like(p).DetachFromDisposeScope();
             s.Step++;
+            if (g.is_sparse && FuseSparseOnCpu && FusedSparseAdam.Applies(p, g, s.ExpAvg, s.ExpAvgSq))
+            {
+                s.RowSlots ??= NewRowSlots(p.shape[0]);
+                try
+                {
+                    FusedSparseAdam.Step(p, g, s.ExpAvg, s.ExpAvgSq, s.RowSlots, s.Step, lr, b1, b2, o.Eps!.Value, weightDecay, _decoupled);
+                }
+                catch (Exception e) when (e is ArgumentException or NotSupportedException)
+                {
+                    s.Step--; // refused before anything moved: the step did not happen
+                    throw;
+                }
+                continue;
+            }
             if (g.is_sparse)
             {
                 LazyStep(p, g, s, lr, b1, b2, beta1, beta2, oneMinusBeta1, oneMinusBeta2, eps, weightDecay == 0 ? null : decay, negLrDecay);
@@ -234,6 +257,13 @@ public class Adam : ParamGroupOptimizer, optim.IBetas
             p.addcdiv_(s.ExpAvg, denom, stepSize);
         }
     }, closure)!;
+
+    private static int[] NewRowSlots(long rows)
+    {
+        var slots = new int[checked((int)rows)];
+        Array.Fill(slots, -1);
+        return slots;
+    }
 
     /// <summary>
     /// The update for a row-sparse gradient (PyTorch's <c>SparseAdam</c>, "lazy" Adam): only the rows the gradient touches

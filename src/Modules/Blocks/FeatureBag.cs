@@ -59,17 +59,34 @@ public sealed class FeatureBag : nn.Module<Tensor, Tensor>
         if (x.is_sparse)
         {
             // TorchSharp 0.107 binds no coalesce(); the raw entries serve, since a bag sums duplicates as a product
-            // does. They are put in row order (stable, so a row's own order stays) for the bag's offsets.
+            // does. The bag's offsets need them in row order: the estimator's batches come so, others are sorted
+            // (stably, so a row's own order stays).
             var indices = x.SparseIndices;
-            var (rows, order) = indices[0].sort(0, descending: false, stable: true);
+            Tensor rows = indices[0], columns = indices[1], values = x.SparseValues;
+            if (!InRowOrder(rows))
+            {
+                var (sorted, order) = rows.sort(0, descending: false, stable: true);
+                (rows, columns, values) = (sorted, columns.index_select(0, order), values.index_select(0, order));
+            }
             var counts = rows.bincount(null, x.shape[0]);
             var offsets = counts.cumsum(0).sub_(counts); // where each row's non-zeros start
-            sum = bag.call(indices[1].index_select(0, order), offsets, x.SparseValues.index_select(0, order));
+            sum = bag.call(columns, offsets, values);
         }
         else
         {
             sum = x.matmul(bag.weight!); // the getter's new handle goes with the scope
         }
         return decoder.call(sum).MoveToOuterDisposeScope();
+    }
+
+    private static bool InRowOrder(Tensor rows)
+    {
+        long n = rows.shape[0];
+        if (n < 2) return true;
+        using var later = rows.narrow(0, 1, n - 1);
+        using var earlier = rows.narrow(0, 0, n - 1);
+        using var ascending = later.ge(earlier);
+        using var all = ascending.all();
+        return all.item<bool>();
     }
 }

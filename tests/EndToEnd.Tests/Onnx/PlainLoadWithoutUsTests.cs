@@ -80,6 +80,19 @@ public sealed class PlainLoadWithoutUsTests : IDisposable
         foreach (var part in (IEnumerable<ITransformer>)model) (part as IDisposable)?.Dispose();
     }
 
+    [Fact]
+    public void TheHashedFeatureBagOverRealEmailsScoresIdenticallyInAProcessWithoutMlNetGuide()
+    {
+        // The SpamFilter sample's fastest pipeline as it ships: raw text through ML.NET's hashed word and character
+        // n-grams (stock transforms, saved as themselves), then the feature bag (ONNX: MatMul, then the decoder).
+        var ml = new MLContext(seed: 5);
+        var emails = MlNetGuide.Samples.SpamFilter.SpamData.Read(ml, RepoData.SpamPath, limit: 700);
+        var train = ml.Data.LoadFromEnumerable(emails.Take(600));
+        var model = MlNetGuide.Samples.SpamFilter.SpamCandidate.HashedBag.Build(ml).Fit(train);
+        Compare(ml, model, train.Schema, "Text", "binary", ml.Data.LoadFromEnumerable(emails.Skip(600)), width: 0, relative: 1e-4);
+        foreach (var part in (IEnumerable<ITransformer>)model) (part as IDisposable)?.Dispose();
+    }
+
     private void Compare(MLContext ml, ITransformer model, DataViewSchema schema, string inputColumn, string mode,
         IDataView? test = null, int width = 784, double relative = 0)
     {
