@@ -15,11 +15,24 @@ public sealed record SpamSettings
     public string Output { get; init; } = Path.Combine("artifacts", "spam");
     public string? DataPath { get; init; }
 
+    /// <summary>
+    /// Fits of each candidate on the same split, the k-th with an MLContext seeded <see cref="Seed"/> + k (the trainers'
+    /// shuffling and initialization); the table shows their means. One by default.
+    /// </summary>
+    public int Repeats { get; init; } = 1;
+
     /// <summary>The pipelines to train and compare (default: every text network and both ML.NET baselines).</summary>
     public IReadOnlyList<SpamCandidate> Candidates { get; init; } = [.. SpamCandidate.Networks, .. SpamCandidate.Baselines];
 }
 
-/// <summary>One candidate's result on the held-out split.</summary>
+/// <summary>One fit's result on the held-out split.</summary>
+public sealed record RunMetrics(
+    [property: JsonPropertyName("accuracy")] double Accuracy,
+    [property: JsonPropertyName("auc")] double Auc,
+    [property: JsonPropertyName("f1")] double F1,
+    [property: JsonPropertyName("fit_seconds")] double FitSeconds);
+
+/// <summary>One candidate's result on the held-out split: the means over its <see cref="Runs"/>.</summary>
 public sealed record CandidateMetrics(
     [property: JsonPropertyName("name")] string Name,
     [property: JsonPropertyName("title")] string Title,
@@ -30,7 +43,8 @@ public sealed record CandidateMetrics(
     [property: JsonPropertyName("spam_recall")] double SpamRecall,
     [property: JsonPropertyName("log_loss")] double? LogLoss,
     [property: JsonPropertyName("fit_seconds")] double FitSeconds,
-    [property: JsonPropertyName("scoring_rows_per_second")] double ScoringRowsPerSecond);
+    [property: JsonPropertyName("scoring_rows_per_second")] double ScoringRowsPerSecond,
+    [property: JsonPropertyName("runs")] IReadOnlyList<RunMetrics> Runs);
 
 /// <summary>What the job measured; written to metrics.json.</summary>
 public sealed record SpamReport(
@@ -51,7 +65,7 @@ public sealed record SpamReport(
 
 /// <summary>
 /// Real emails (the SpamAssassin corpus) through ML.NET pipelines: every candidate is trained on the same seeded 80/20
-/// split and evaluated on the same held-out emails; the best by accuracy (then AUC) is saved with
+/// split and evaluated on the same held-out emails (fitted <see cref="SpamSettings.Repeats"/> times, averaged); the best by accuracy (then AUC) is saved with
 /// <c>mlContext.Model.Save</c>, reloaded with <c>mlContext.Model.Load</c> in a fresh MLContext, and its predictions compared.
 /// </summary>
 public static class SpamFilterJob
@@ -105,21 +119,33 @@ public static class SpamFilterJob
         {
             status($"Training {candidate.Title}");
             DisposeNetworks(candidate.Build(ml).Fit(warmUp));
-            var clock = Stopwatch.StartNew();
-            var model = candidate.Build(ml).Fit(train);
-            double fitSeconds = clock.Elapsed.TotalSeconds;
-            var scored = model.Transform(test);
-            var (accuracy, auc, f1, precision, recall, logLoss) = candidate.Scores switch
+            var runs = new List<(RunMetrics run, double precision, double recall, double? logLoss)>();
+            ITransformer? first = null;
+            for (int repeat = 0; repeat < s.Repeats; repeat++)
             {
-                SpamScores.Calibrated => ml.BinaryClassification.Evaluate(scored) is var m
-                    ? (m.Accuracy, m.AreaUnderRocCurve, m.F1Score, m.PositivePrecision, m.PositiveRecall, (double?)m.LogLoss) : default,
-                _ => ml.BinaryClassification.EvaluateNonCalibrated(scored) is var n
-                    ? (n.Accuracy, n.AreaUnderRocCurve, n.F1Score, n.PositivePrecision, n.PositiveRecall, (double?)null) : default,
-            };
-            double rowsPerSecond = ScoringRowsPerSecond(model, test);
-            var metrics = new CandidateMetrics(candidate.Name, candidate.Title, accuracy, auc, f1, precision, recall, logLoss, fitSeconds, rowsPerSecond);
-            status($"{candidate.Title}: accuracy {accuracy:P2}, AUC {auc:F4}, F1 {f1:F4}, fit {fitSeconds:F1} s");
-            results.Add((candidate, model, metrics));
+                var context = repeat == 0 ? ml : new MLContext(seed: s.Seed + repeat);
+                var clock = Stopwatch.StartNew();
+                var model = candidate.Build(context).Fit(train);
+                double fitSeconds = clock.Elapsed.TotalSeconds;
+                var scored = model.Transform(test);
+                var (accuracy, auc, f1, precision, recall, logLoss) = candidate.Scores switch
+                {
+                    SpamScores.Calibrated => ml.BinaryClassification.Evaluate(scored) is var m
+                        ? (m.Accuracy, m.AreaUnderRocCurve, m.F1Score, m.PositivePrecision, m.PositiveRecall, (double?)m.LogLoss) : default,
+                    _ => ml.BinaryClassification.EvaluateNonCalibrated(scored) is var n
+                        ? (n.Accuracy, n.AreaUnderRocCurve, n.F1Score, n.PositivePrecision, n.PositiveRecall, (double?)null) : default,
+                };
+                runs.Add((new RunMetrics(accuracy, auc, f1, fitSeconds), precision, recall, logLoss));
+                status($"{candidate.Title}{(s.Repeats > 1 ? $" (fit {repeat + 1} of {s.Repeats})" : "")}: accuracy {accuracy:P2}, AUC {auc:F4}, F1 {f1:F4}, fit {fitSeconds:F1} s");
+                if (repeat == 0) first = model; // the one saved if this candidate is the best
+                else DisposeNetworks(model);
+            }
+            double rowsPerSecond = ScoringRowsPerSecond(first!, test);
+            var metrics = new CandidateMetrics(candidate.Name, candidate.Title, runs.Average(r => r.run.Accuracy), runs.Average(r => r.run.Auc),
+                runs.Average(r => r.run.F1), runs.Average(r => r.precision), runs.Average(r => r.recall),
+                runs[0].logLoss is null ? null : runs.Average(r => r.logLoss!.Value), runs.Average(r => r.run.FitSeconds), rowsPerSecond,
+                runs.Select(r => r.run).ToList());
+            results.Add((candidate, first!, metrics));
         }
 
         var best = results.OrderByDescending(r => r.metrics.Accuracy).ThenByDescending(r => r.metrics.Auc).First();
@@ -135,7 +161,7 @@ public static class SpamFilterJob
         if (!identical) report.Failures.Add($"the reloaded model's predictions differ from the original's (largest score difference {maxDifference:G3})");
         if (emails.Count == ShippedEmails && s.Seed == 1 && testRows != ShippedTestRowsSeed1)
             report.Failures.Add($"the seeded split held out {testRows} emails; TrainTestSplit(seed: 1) of the shipped file holds out {ShippedTestRowsSeed1}");
-        foreach (var m in report.Candidates.Where(m => !double.IsFinite(m.Auc)))
+        foreach (var m in report.Candidates.Where(m => m.Runs.Any(r => !double.IsFinite(r.Auc))))
             report.Failures.Add($"{m.Name}: AUC is not finite");
         File.WriteAllText(Path.Combine(s.Output, "metrics.json"), JsonSerializer.Serialize(report, JsonOptions));
         // The networks own native modules: release them (and the reloaded one) now rather than at the process's exit.

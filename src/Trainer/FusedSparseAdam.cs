@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using MlNetGuide.Modules;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -36,6 +37,7 @@ internal static unsafe class FusedSparseAdam
     /// <param name="eps">ε.</param>
     /// <param name="decay">λ: an L2 term in the gradient, or (<paramref name="decoupled"/>) AdamW's shrink of the touched rows.</param>
     /// <param name="decoupled">AdamW's decay rather than Adam's L2 term.</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loops: optimized from the first call, not after 30 slow ones
     public static void Step(Tensor p, Tensor gradient, Tensor expAvg, Tensor expAvgSq, int[] rowSlots, long step,
         double lr, double beta1, double beta2, double eps, double decay, bool decoupled)
     {
@@ -107,6 +109,7 @@ internal static unsafe class FusedSparseAdam
         public readonly float Shrink = decoupled ? (float)(-lr * decay) : 0;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Add(float* to, float* from, long width)
     {
         long j = 0;
@@ -117,6 +120,7 @@ internal static unsafe class FusedSparseAdam
     }
 
     /// <summary>One row: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², w ← w + stepSize·m / (√v / √bc₂ + ε) (+ −lr·λ·w).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Update(float* w, float* m, float* v, float* g, long width, in Constants c)
     {
         long j = 0;

@@ -70,6 +70,33 @@ public sealed class SampleTests : IDisposable
     }
 
     [Fact]
+    public void SpamFilterRepeatsEachFitAndReportsTheMeans()
+    {
+        // 600 emails, the hashed feature bag beside the perceptron, two fits each: metrics.json keeps every fit and the
+        // candidate's figures are their means.
+        var (code, stdout, stderr) = ChildProcess.RunApp("SpamFilter.dll", "--limit", "600", "--repeats", "2",
+            "--candidates", "hashed-ngrams-feature-bag,averaged-perceptron", "--output", _dir, "--data", RepoData.SpamPath);
+        Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        Assert.Contains("mean of 2 fits", stdout);
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "metrics.json")));
+        var candidates = json.RootElement.GetProperty("candidates").EnumerateArray().ToList();
+        Assert.Equal(["hashed-ngrams-feature-bag", "featurize-text-averaged-perceptron"], candidates.Select(c => c.GetProperty("name").GetString()));
+        foreach (var c in candidates)
+        {
+            var runs = c.GetProperty("runs").EnumerateArray().ToList();
+            Assert.Equal(2, runs.Count);
+            foreach (var field in new[] { "accuracy", "auc", "f1", "fit_seconds" })
+                Assert.Equal(runs.Average(r => r.GetProperty(field).GetDouble()), c.GetProperty(field).GetDouble(), 12);
+            Assert.InRange(c.GetProperty("accuracy").GetDouble(), 0.9, 1.0);
+        }
+        Assert.True(json.RootElement.GetProperty("reload_identical").GetBoolean());
+
+        (code, _, stderr) = ChildProcess.RunApp("SpamFilter.dll", "--repeats", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("--repeats needs an integer >= 1; got '0'", stderr);
+    }
+
+    [Fact]
     public void DigitsLeNetReachesNinetyEightPercentOnTheSeededSplit()
     {
         // The bar: D2L 7.6 LeNet on the same seeded 8,000/2,000 split as the MLP, >= 98.0 % held out.
